@@ -1,0 +1,76 @@
+# dshub: `make up` runs the hub, `make test` runs every test. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+SETTINGS := build/settings.env
+# Read by compose/compose.yaml; lowercase so they never look like DSHUB_* settings.
+export dshub_tag := $(shell sed -n 's/^VERSION = "\(.*\)"$$/\1/p' spawner/settings.py)
+export dshub_settings_file := $(abspath $(SETTINGS))
+COMPOSE := $(VENV)/bin/docker-compose --project-directory compose -f compose/compose.yaml --env-file $(SETTINGS)
+# Settings as shell variables, for recipes that need a value.
+LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
+
+.PHONY: help up down clean build base-image engine settings test test-unit lint format logs ps admin-password
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+up: build ## build what is missing and start the hub (Traefik + JupyterHub)
+	$(COMPOSE) up -d --wait
+	@$(LOAD_SETTINGS); \
+	echo; \
+	echo "dshub is running at http://$$DSHUB_BIND_ADDRESS:$$DSHUB_HTTP_PORT/"; \
+	echo "Sign in as '$$DSHUB_ADMIN_USER'; the initial password is shown by: make admin-password"
+
+down: settings ## stop Traefik and the hub; user servers and all data stay
+	$(COMPOSE) stop
+	$(COMPOSE) rm -f
+
+clean: settings ## stop everything including user servers; files and the hub database stay
+	@$(LOAD_SETTINGS); \
+	ids=$$(docker ps -aq --filter "label=dshub.project=$$DSHUB_PROJECT" --filter label=dshub.role=user-server); \
+	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
+	$(COMPOSE) down --remove-orphans
+
+build: engine settings base-image ## build the images (hub, proxy, lab)
+	$(COMPOSE) --profile build build
+
+base-image: engine settings ## make the Debian base image if it is missing (pull, else debootstrap)
+	@$(LOAD_SETTINGS); scripts/base-image.sh "$$DSHUB_BASE_IMAGE" "$$DSHUB_DEBIAN_SUITE" "$$DSHUB_DEBIAN_MIRROR"
+
+engine: ## make sure a Docker engine runs (installs Debian's docker.io as root if needed)
+	@scripts/engine.sh
+
+settings: $(VENV)/.stamp ## validate .env and render the complete settings
+	@$(PY) -m spawner.settings render --output $(SETTINGS)
+
+$(VENV)/.stamp: requirements-dev.txt images/hub/requirements.txt scripts/venv.sh
+	scripts/venv.sh $(VENV) requirements-dev.txt
+	@touch $@
+
+test: lint build ## every test: unit, integration (real engine) and e2e (browser)
+	$(PY) -m pytest
+
+test-unit: $(VENV)/.stamp ## unit tests only; no engine needed, runs in seconds
+	$(PY) -m pytest -m unit
+
+lint: $(VENV)/.stamp ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.stamp ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+logs: settings ## follow the hub's and Traefik's logs
+	$(COMPOSE) logs -f
+
+ps: settings ## list this deployment's containers, user servers included
+	@$(LOAD_SETTINGS); docker ps -a --filter "label=dshub.project=$$DSHUB_PROJECT" \
+	  --format 'table {{.Names}}\t{{.Status}}\t{{.Label "dshub.role"}}\t{{.Label "dshub.user"}}'
+
+admin-password: settings ## show the first admin's initial password
+	@$(COMPOSE) exec -T hub cat /srv/dshub/data/secrets/admin-password

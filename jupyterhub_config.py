@@ -1,0 +1,76 @@
+"""dshub's JupyterHub configuration: read settings, wire the parts together.
+
+Every value comes from spawner.settings (validated, from .env); the logic lives in
+the spawner package. Paths below are where compose mounts things in the hub container.
+"""
+
+import sys
+from pathlib import Path
+
+from spawner import settings as dshub_settings
+from spawner.auth import BuiltinUserListAuthenticator
+from spawner.datapool import DataPool
+from spawner.docker import DataPoolSpawner
+from spawner.proxy import DshubTraefikProxy
+from spawner.secrets import ensure_secret
+
+DATA_DIR = Path("/srv/dshub/data")  # volume: database, password db, secrets
+SECRETS_DIR = DATA_DIR / "secrets"
+POOL_DIR = Path("/srv/dshub/pool")  # the host pool, bind-mounted
+RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"  # volume shared with Traefik
+
+try:
+    settings = dshub_settings.load()
+except dshub_settings.SettingsError as error:
+    sys.exit(f"dshub: {error}")
+
+c = get_config()  # noqa: F821 -- provided by JupyterHub when it loads this file
+
+# -- hub --------------------------------------------------------------------
+c.JupyterHub.log_level = settings.log_level
+c.JupyterHub.db_url = f"sqlite:///{DATA_DIR}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret = bytes.fromhex(ensure_secret(SECRETS_DIR, "cookie-secret"))
+c.CryptKeeper.keys = [bytes.fromhex(ensure_secret(SECRETS_DIR, "crypt-key"))]
+c.JupyterHub.bind_url = "http://:8000"
+c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
+c.JupyterHub.hub_connect_url = "http://hub:8081"
+# Users survive the hub: their containers and routes outlive a hub restart.
+c.JupyterHub.cleanup_servers = False
+
+# -- edge proxy: Traefik in its own container -------------------------------
+c.JupyterHub.proxy_class = DshubTraefikProxy
+c.DshubTraefikProxy.should_start = False
+c.DshubTraefikProxy.dynamic_config_file = RULES_FILE
+c.DshubTraefikProxy.traefik_api_url = "http://proxy:8099"
+c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
+c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
+c.DshubTraefikProxy.traefik_entrypoint = "http"
+
+# -- sign-in ----------------------------------------------------------------
+c.JupyterHub.authenticator_class = BuiltinUserListAuthenticator
+c.Authenticator.admin_users = {settings.admin_user}
+c.BuiltinUserListAuthenticator.dbm_path = str(DATA_DIR / "passwords.dbm")
+c.BuiltinUserListAuthenticator.initial_admin_password = ensure_secret(
+    SECRETS_DIR, "admin-password", nbytes=12
+)
+
+# -- user servers -----------------------------------------------------------
+c.JupyterHub.spawner_class = DataPoolSpawner
+c.DataPoolSpawner.pool = DataPool(
+    root=POOL_DIR,
+    host_root=settings.pool_dir,
+    uid_min=settings.uid_min,
+    uid_max=settings.uid_max,
+)
+c.DataPoolSpawner.project = settings.project
+c.DataPoolSpawner.prefix = f"{settings.project}-user"
+c.DataPoolSpawner.image = settings.user_image
+c.DataPoolSpawner.pull_policy = "never"  # images are built locally by `make build`
+c.DataPoolSpawner.network_name = settings.network
+c.DataPoolSpawner.use_internal_ip = True
+c.DataPoolSpawner.mem_limit = settings.mem_limit
+c.DataPoolSpawner.cpu_limit = settings.cpu_limit
+c.DataPoolSpawner.pids_limit = settings.pids_limit
+c.DataPoolSpawner.start_timeout = settings.start_timeout
+c.DataPoolSpawner.http_timeout = settings.start_timeout
+c.Spawner.default_url = "/lab"

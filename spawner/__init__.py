@@ -1,0 +1,1 @@
+"""dshub's hub-side package: settings, the data pool, the spawner, the proxy and auth."""

@@ -1,0 +1,139 @@
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+from spawner.datapool import MAX_ESCAPED, DataPool, PoolError, escape_name
+
+pytestmark = pytest.mark.unit
+
+HOSTILE_NAMES = [
+    "../x",
+    "a/b",
+    "..",
+    ".",
+    "/etc/passwd",
+    "~root",
+    "Alice",
+    "alice",
+    "ALICE",
+    "ada@uni.example",
+    "ada.lovelace@uni.example",
+    "x" * 255,
+    "é" * 255,
+    "名前",
+    "emoji😀",
+    "a b",
+    "a\nb",
+    "a\x00b",
+    "-leading-dash",
+    "a--b",
+    "a-2fb",
+    "$(rm -rf /)",
+    "`id`",
+    "user;drop",
+    "a\\b",
+    "CON",
+]
+
+
+def test_escaped_names_are_safe_for_paths_and_containers():
+    allowed = set(string.ascii_lowercase + string.digits + "-")
+    for name in HOSTILE_NAMES:
+        escaped = escape_name(name)
+        assert set(escaped) <= allowed, name
+        assert 0 < len(escaped) <= MAX_ESCAPED, name
+        assert escaped not in {".", ".."}
+
+
+def test_escaping_is_injective():
+    escaped = [escape_name(n) for n in HOSTILE_NAMES]
+    assert len(set(escaped)) == len(HOSTILE_NAMES)
+
+
+def test_case_matters():
+    assert escape_name("Alice") != escape_name("alice")
+
+
+def test_long_names_are_hashed_and_distinct():
+    a, b = "x" * 254 + "a", "x" * 254 + "b"
+    assert escape_name(a) != escape_name(b)
+    assert "--" in escape_name(a)
+    # a name that escapes short never contains the hash separator
+    assert "--" not in escape_name("a--b")
+
+
+def test_empty_name_is_refused():
+    with pytest.raises(ValueError):
+        escape_name("")
+
+
+@pytest.fixture
+def pool(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the pool hands folders to other uids: needs root (run as root, like the hub)")
+    return DataPool(tmp_path / "pool", Path("/host/pool"), 20000, 20009)
+
+
+def test_paths_never_leave_the_pool(pool):
+    for name in HOSTILE_NAMES:
+        path = pool.user_path(name).resolve()
+        assert path.parent == (pool.root / "users").resolve(), name
+
+
+def test_user_folder_is_private_and_owned(pool):
+    account = pool.ensure_user("ada")
+    st = os.lstat(account.path)
+    assert (st.st_uid, st.st_gid) == (account.uid, account.gid) == (20000, 20000)
+    assert st.st_mode & 0o777 == 0o700
+    assert account.host_path == Path("/host/pool/users/ada")
+
+
+def test_uids_unique_and_stable(pool):
+    first = {name: pool.ensure_user(name).uid for name in ["ada", "bob", "Ada", "../x"]}
+    assert len(set(first.values())) == 4
+    again = {name: pool.ensure_user(name).uid for name in first}
+    assert again == first
+    # A new hub with no database rebuilds the same mapping from the pool alone.
+    fresh = DataPool(pool.root, pool.host_root, pool.uid_min, pool.uid_max)
+    assert {name: fresh.ensure_user(name).uid for name in first} == first
+
+
+def test_existing_folder_keeps_its_owner(pool):
+    (pool.root / "users").mkdir(parents=True)
+    os.mkdir(pool.root / "users" / "carol", 0o700)
+    os.chown(pool.root / "users" / "carol", 31337, 31337)
+    assert pool.ensure_user("carol").uid == 31337
+    assert pool.ensure_user("dave").uid == 20000
+
+
+def test_range_exhaustion_is_a_clear_error(pool):
+    for i in range(10):
+        pool.ensure_user(f"u{i}")
+    with pytest.raises(PoolError, match=r"no free uid left in 20000\.\.20009"):
+        pool.ensure_user("one-too-many")
+
+
+def test_planted_symlink_is_refused_not_followed(pool, tmp_path):
+    (pool.root / "users").mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    os.symlink(target, pool.root / "users" / "eve")
+    with pytest.raises(PoolError, match="not a directory"):
+        pool.ensure_user("eve")
+    assert os.lstat(target).st_uid == 0
+
+
+def test_root_owned_folder_is_refused(pool):
+    pool.user_path("root-made").mkdir(parents=True)
+    with pytest.raises(PoolError, match="system account"):
+        pool.ensure_user("root-made")
+
+
+def test_users_dir_symlink_is_refused(pool, tmp_path):
+    pool.root.mkdir(parents=True)
+    (tmp_path / "decoy").mkdir()
+    os.symlink(tmp_path / "decoy", pool.root / "users")
+    with pytest.raises(PoolError, match="must be a directory"):
+        pool.ensure_user("ada")

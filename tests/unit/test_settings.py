@@ -1,0 +1,117 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from spawner import settings as s
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_valid_and_complete():
+    loaded = s.load({})
+    assert loaded.project == "dshub"
+    assert loaded.bind_address == "127.0.0.1"
+    assert loaded.http_port == 8000
+    assert loaded.mem_limit == 2 * 2**30
+    assert loaded.pool_dir == REPO / "data" / "pool"
+    assert loaded.network == "dshub-users"
+    assert set(loaded.as_env()) == {setting.name for setting in s.SETTINGS}
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("DSHUB_HTTP_PORT", "8443", 8443),
+        ("DSHUB_MEM_LIMIT", "512M", 512 * 2**20),
+        ("DSHUB_MEM_LIMIT", "1g", 2**30),
+        ("DSHUB_CPU_LIMIT", "0.5", 0.5),
+        ("DSHUB_BIND_ADDRESS", "::1", "::1"),
+        ("DSHUB_POOL_DIR", "/srv/pool", Path("/srv/pool")),
+        ("DSHUB_ADMIN_USER", "ada.lovelace@uni.example", "ada.lovelace@uni.example"),
+    ],
+)
+def test_good_values(key, raw, expected):
+    assert s.load({key: raw}).values[key] == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("DSHUB_HTTP_PORT", "eighty", "not a whole number"),
+        ("DSHUB_HTTP_PORT", "70000", "out of range"),
+        ("DSHUB_MEM_LIMIT", "2 GB", "not a memory size"),
+        ("DSHUB_MEM_LIMIT", "1M", "below the 64M"),
+        ("DSHUB_CPU_LIMIT", "lots", "not a number of CPUs"),
+        ("DSHUB_CPU_LIMIT", "0", "out of range"),
+        ("DSHUB_BIND_ADDRESS", "localhost", "not an IP address"),
+        ("DSHUB_POOL_DIR", "data/pool", "absolute path"),
+        ("DSHUB_POOL_DIR", "/srv/../etc", "absolute path"),
+        ("DSHUB_ADMIN_USER", "Admin", "lowercase username"),
+        ("DSHUB_ADMIN_USER", "../root", "lowercase username"),
+        ("DSHUB_PROJECT", "My Hub", "lowercase name"),
+        ("DSHUB_AUTHENTICATOR", "ldap", "not one of"),
+        ("DSHUB_UID_MIN", "0", "out of range"),
+        ("DSHUB_USER_IMAGE", "Bad Image", "image reference"),
+        ("DSHUB_DEBIAN_MIRROR", "ftp://mirror", "http(s) URL"),
+    ],
+)
+def test_bad_values_name_the_setting(key, raw, message):
+    with pytest.raises(s.SettingsError) as info:
+        s.load({key: raw})
+    assert key in str(info.value)
+    assert message in str(info.value)
+
+
+def test_unknown_key_is_rejected_with_a_hint():
+    with pytest.raises(s.SettingsError, match=r"DSHUB_MEM_LIMT is not a dshub setting.*DSHUB_MEM_LIMIT"):
+        s.load({"DSHUB_MEM_LIMT": "1G"})
+
+
+def test_other_variables_are_ignored():
+    assert s.load({"PATH": "/bin", "HOME": "/root"}).project == "dshub"
+
+
+def test_uid_range_must_be_ordered():
+    with pytest.raises(s.SettingsError, match="DSHUB_UID_MIN must be below DSHUB_UID_MAX"):
+        s.load({"DSHUB_UID_MIN": "30000", "DSHUB_UID_MAX": "20000"})
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(s.SettingsError) as info:
+        s.load({"DSHUB_HTTP_PORT": "x", "DSHUB_CPU_LIMIT": "y", "DSHUB_NOPE": "1"})
+    text = str(info.value)
+    assert "DSHUB_HTTP_PORT" in text and "DSHUB_CPU_LIMIT" in text and "DSHUB_NOPE" in text
+
+
+def test_render_env_file_and_environment_precedence(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nDSHUB_HTTP_PORT=9000\nexport DSHUB_PROJECT='lab'\n\n")
+    rendered = s.render(env_file, {"DSHUB_HTTP_PORT": "9100", "UNRELATED": "x"})
+    lines = dict(line.split("=", 1) for line in rendered.splitlines())
+    assert lines["DSHUB_HTTP_PORT"] == "9100"
+    assert lines["DSHUB_PROJECT"] == "lab"
+    assert "UNRELATED" not in lines
+
+
+def test_render_rejects_malformed_lines(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("DSHUB_HTTP_PORT 9000\n")
+    with pytest.raises(s.SettingsError, match=r"\.env:1: expected KEY=value"):
+        s.render(env_file, {})
+
+
+def test_cli_exits_2_with_message(tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    env_file.write_text("DSHUB_HTTP_PORT=0\n")
+    assert s.main(["render", "--env-file", str(env_file)]) == 2
+    assert "DSHUB_HTTP_PORT=0 is out of range" in capsys.readouterr().err
+
+
+def test_env_example_documents_every_setting_and_nothing_else():
+    text = (REPO / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*(DSHUB_[A-Z_]+)=", text, re.MULTILINE))
+    assert documented == {setting.name for setting in s.SETTINGS}
+    # The example itself must be valid when uncommented as is.
+    s.render(REPO / ".env.example", {})
