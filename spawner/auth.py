@@ -17,7 +17,21 @@ from typing import Any
 
 import bcrypt
 from firstuseauthenticator import FirstUseAuthenticator
+from firstuseauthenticator.firstuseauthenticator import CustomLoginHandler, ResetPasswordHandler
+from jupyterhub.handlers import LoginHandler
 from traitlets import Unicode, default
+
+
+class BuiltinLoginHandler(CustomLoginHandler):
+    """firstuseauthenticator's login page, fixed for JupyterHub 6.
+
+    JupyterHub 6 renders login errors through ``_render(..., sync=True)``; the
+    upstream override does not take extra arguments and turns every failed
+    sign-in into a 500.
+    """
+
+    def _render(self, login_error: str | None = None, username: str | None = None, **kwargs: Any) -> Any:
+        return LoginHandler._render(self, self.custom_login_error or login_error, username, **kwargs)
 
 
 class BuiltinUserListAuthenticator(FirstUseAuthenticator):
@@ -70,3 +84,6 @@ class BuiltinUserListAuthenticator(FirstUseAuthenticator):
             self.log.info("Refused sign-in: %r is not a user of this hub", username)
             return None
         return await super().authenticate(handler, {**data, "username": username})
+
+    def get_handlers(self, app: Any) -> list[tuple[str, type]]:
+        return [(r"/login", BuiltinLoginHandler), (r"/auth/change-password", ResetPasswordHandler)]

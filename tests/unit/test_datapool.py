@@ -137,3 +137,10 @@ def test_users_dir_symlink_is_refused(pool, tmp_path):
     os.symlink(tmp_path / "decoy", pool.root / "users")
     with pytest.raises(PoolError, match="must be a directory"):
         pool.ensure_user("ada")
+
+
+def test_pool_is_shared_not_copied_by_config(tmp_path):
+    import copy
+
+    pool = DataPool(tmp_path, Path("/host"), 20000, 20009)
+    assert copy.deepcopy({"pool": pool})["pool"] is pool

@@ -1,0 +1,150 @@
+"""A class's first day: admin signs in, adds a student, both work in their own containers."""
+
+import json
+import os
+import time
+
+import pytest
+import requests
+
+from tests.support.hub import HubSession, SignInRefused
+from tests.support.stack import docker
+
+pytestmark = pytest.mark.integration
+
+STUDENT = "bob"
+STUDENT_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def admin(stack):
+    session = HubSession(stack.url)
+    session.sign_in(stack.settings.admin_user, stack.admin_password())
+    return session
+
+
+@pytest.fixture(scope="module")
+def student(stack, admin):
+    # Approval is the admin adding the account; the student's first sign-in sets the password.
+    resp = admin.api("POST", f"/users/{STUDENT}")
+    assert resp.status_code == 201, resp.text
+    session = HubSession(stack.url)
+    session.sign_in(STUDENT, STUDENT_PASSWORD)
+    return session
+
+
+@pytest.fixture(scope="module")
+def running(admin, student):
+    for person in (admin, student):
+        person.start_server()
+    yield {"admin": admin, "student": student}
+    for person in (admin, student):
+        person.stop_server()
+
+
+def test_nobody_can_claim_the_admin_account(stack):
+    with pytest.raises(SignInRefused):
+        HubSession(stack.url).sign_in(stack.settings.admin_user, "stranger-password")
+
+
+def test_unknown_user_cannot_sign_in_before_approval(stack):
+    with pytest.raises(SignInRefused):
+        HubSession(stack.url).sign_in("mallory", "mallory-password")
+
+
+def test_first_sign_in_sets_the_password(stack, student):
+    with pytest.raises(SignInRefused):
+        HubSession(stack.url).sign_in(STUDENT, "another password")
+    HubSession(stack.url).sign_in(STUDENT, STUDENT_PASSWORD)
+
+
+def test_lab_through_the_proxy(running):
+    for person in running.values():
+        page = person.http.get(f"{person.base_url}/user/{person.name}/lab", timeout=60)
+        assert page.status_code == 200
+        assert page.url.endswith(f"/user/{person.name}/lab")
+        assert "JupyterLab" in page.text
+
+
+def test_kernel_runs_and_files_land_in_the_pool_as_the_user(stack, running):
+    uids = {}
+    for person in running.values():
+        kernel = person.kernel(person.new_kernel())
+        try:
+            assert kernel.execute("1+1") == "2"
+            uid = int(kernel.execute("import os; print(os.getuid(), end='')"))
+            # An arbitrary uid is a complete user: a passwd entry and a writable home.
+            assert kernel.execute("import pwd; pwd.getpwuid(os.getuid()).pw_name") == "'jovyan'"
+            assert kernel.execute("os.path.expanduser('~')") == "'/home/jovyan'"
+            kernel.execute("open('hello.txt', 'w').write('hi from ' + os.environ['JUPYTERHUB_USER'])")
+        finally:
+            kernel.close()
+        on_host = stack.pool / "users" / person.name / "hello.txt"
+        assert on_host.read_text() == f"hi from {person.name}"
+        assert os.stat(on_host).st_uid == uid
+        assert os.stat(on_host.parent).st_mode & 0o777 == 0o700
+        uids[person.name] = uid
+    assert len(set(uids.values())) == 2, uids
+    assert all(stack.settings.uid_min <= uid <= stack.settings.uid_max for uid in uids.values())
+
+
+def test_a_user_cannot_enter_another_users_server(running):
+    admin, student = running["admin"], running["student"]
+    resp = student.http.get(f"{student.base_url}/user/{admin.name}/lab", timeout=60)
+    assert resp.status_code == 403
+    resp = requests.get(
+        f"{student.base_url}/user/{admin.name}/api/contents",
+        headers={"Authorization": f"token {student.token}"},
+        timeout=30,
+    )
+    assert resp.status_code == 403
+
+
+def test_user_container_is_hardened(stack, running):
+    ids = stack.containers("user-server")
+    assert len(ids) == 2
+    for cid in ids:
+        (spec,) = json.loads(docker("inspect", cid).stdout)
+        host = spec["HostConfig"]
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert host["PidsLimit"] == stack.settings.pids_limit
+        assert host["Memory"] == stack.settings.mem_limit
+        assert host["NanoCpus"] or host["CpuQuota"]
+        mounts = [m["Source"] for m in spec["Mounts"]]
+        assert len(mounts) == 1 and mounts[0].startswith(str(stack.pool / "users"))
+        assert not any("docker.sock" in m for m in mounts)
+        status = docker("exec", cid, "cat", "/proc/1/status").stdout
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        assert fields["Uid"].split()[0] != "0"
+        assert int(fields["CapEff"], 16) == 0
+        assert int(fields["CapBnd"], 16) == 0
+        assert fields["NoNewPrivs"].strip() == "1"
+
+
+def test_user_servers_survive_a_hub_restart(stack, running):
+    admin = running["admin"]
+    kernel_id = admin.new_kernel()
+    kernel = admin.kernel(kernel_id)
+    kernel.execute("survivor = 41")
+
+    stack.compose("stop", "hub")
+    try:
+        # Hub down: Traefik keeps routing, the open kernel keeps computing.
+        for person in running.values():
+            assert person.server_get("api/status").status_code == 200
+        assert kernel.execute("survivor + 1") == "42"
+    finally:
+        stack.compose("start", "hub")
+    stack.wait_healthy()
+    kernel.close()
+
+    time.sleep(1)
+    for person in running.values():
+        assert person.api("GET", f"/users/{person.name}").json()["servers"][""]["ready"]
+        assert person.server_get("api/status").status_code == 200
+    again = admin.kernel(kernel_id)
+    try:
+        assert again.execute("survivor + 1") == "42"
+    finally:
+        again.close()

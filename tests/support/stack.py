@@ -1,0 +1,131 @@
+"""A real dshub stack for tests: its own compose project, port, pool and network.
+
+Everything it creates carries the label dshub.project=<project> with a project
+name starting with TEST_PREFIX, so teardown (and the sweep of leftovers from an
+interrupted run) removes exactly what tests made, never anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from spawner import settings as dshub_settings
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_PREFIX = "dshubt-"
+COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweep_test_leftovers() -> None:
+    """Remove containers, networks and volumes of earlier, interrupted test runs."""
+    for kind, ls in (
+        ("container", ["ps", "-a"]),
+        ("network", ["network", "ls"]),
+        ("volume", ["volume", "ls"]),
+    ):
+        out = docker(*ls, "--filter", "label=dshub.project", "--format", "{{json .}}").stdout
+        names = []
+        for line in out.splitlines():
+            row = json.loads(line)
+            labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
+            if labels.get("dshub.project", "").startswith(TEST_PREFIX):
+                names.append(row.get("ID") if kind == "container" else row.get("Name"))
+        if names:
+            rm = ["rm", "-f"] if kind == "container" else [kind, "rm"]
+            docker(*rm, *names, check=False)
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    project: str = field(default_factory=lambda: TEST_PREFIX + uuid.uuid4().hex[:8])
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.pool = self.workdir / "pool"
+        self.settings_file = self.workdir / "settings.env"
+        env = {
+            "DSHUB_PROJECT": self.project,
+            "DSHUB_HTTP_PORT": str(self.port),
+            "DSHUB_POOL_DIR": str(self.pool),
+            **self.overrides,
+        }
+        self.settings = dshub_settings.load(env)
+        self.settings_file.write_text(dshub_settings.render(None, env))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
+            "dshub_tag": dshub_settings.VERSION,
+            "dshub_settings_file": str(self.settings_file),
+        }
+        cmd = [
+            str(COMPOSE_BIN),
+            "--project-directory",
+            str(REPO / "compose"),
+            "-f",
+            str(REPO / "compose" / "compose.yaml"),
+            "--env-file",
+            str(self.settings_file),
+            *args,
+        ]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if check and result.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def up(self) -> None:
+        self.compose("up", "-d", "--wait")
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/hub/health", timeout=3).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"hub not healthy through the proxy within {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "80", check=False).stdout
+
+    def admin_password(self) -> str:
+        return self.compose("exec", "-T", "hub", "cat", "/srv/dshub/data/secrets/admin-password").stdout.strip()
+
+    def containers(self, role: str) -> list[str]:
+        out = docker(
+            "ps", "-aq", "--filter", f"label=dshub.project={self.project}", "--filter", f"label=dshub.role={role}"
+        ).stdout
+        return out.split()
+
+    def destroy(self) -> None:
+        ids = docker("ps", "-aq", "--filter", f"label=dshub.project={self.project}").stdout.split()
+        if ids:
+            docker("rm", "-f", *ids, check=False)
+        self.compose("down", "-v", "--remove-orphans", check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
