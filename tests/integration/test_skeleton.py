@@ -148,3 +148,39 @@ def test_user_servers_survive_a_hub_restart(stack, running):
         assert again.execute("survivor + 1") == "42"
     finally:
         again.close()
+
+
+def test_traefik_api_is_private_and_password_protected(stack):
+    ports = docker("port", stack.containers("proxy")[0]).stdout.split("\n")
+    assert [p for p in ports if p] == [f"8000/tcp -> 127.0.0.1:{stack.port}"]
+    # From the hub, over the project's network: the API answers only with the password.
+    probe = (
+        "import urllib.request, urllib.error\n"
+        "try:\n"
+        "    urllib.request.urlopen('http://proxy:8099/api/overview', timeout=5)\n"
+        "    print('open')\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code)\n"
+    )
+    out = stack.compose("exec", "-T", "hub", "python3", "-c", probe).stdout.strip()
+    assert out == "401"
+
+
+def test_secrets_are_private_and_never_logged(stack, admin):
+    secrets_dir = "/srv/dshub/data/secrets"
+    listing = stack.compose("exec", "-T", "hub", "sh", "-c", f"stat -c '%a %U %n' {secrets_dir}/*").stdout
+    rows = [line.split() for line in listing.splitlines()]
+    assert {row[2].rsplit("/", 1)[1] for row in rows} >= {
+        "admin-password",
+        "cookie-secret",
+        "crypt-key",
+        "proxy-api-password",
+    }
+    assert all(row[:2] == ["600", "root"] for row in rows), rows
+    values = stack.compose("exec", "-T", "hub", "sh", "-c", f"cat {secrets_dir}/*").stdout.split()
+    logs = stack.compose("logs", "--no-color", "hub", "proxy").stdout
+    assert logs and not [v for v in values if v in logs]
+    for image in ("hub", "proxy", "lab"):
+        history = docker("history", "--no-trunc", f"dshub/{image}:0.1.0").stdout
+        assert not [v for v in values if v in history]
+

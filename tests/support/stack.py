@@ -115,12 +115,12 @@ class Stack:
         return self.compose("logs", "--no-color", "--tail", "80", check=False).stdout
 
     def admin_password(self) -> str:
-        return self.compose("exec", "-T", "hub", "cat", "/srv/dshub/data/secrets/admin-password").stdout.strip()
+        secret = "/srv/dshub/data/secrets/admin-password"
+        return self.compose("exec", "-T", "hub", "cat", secret).stdout.strip()
 
     def containers(self, role: str) -> list[str]:
-        out = docker(
-            "ps", "-aq", "--filter", f"label=dshub.project={self.project}", "--filter", f"label=dshub.role={role}"
-        ).stdout
+        selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]
+        out = docker("ps", "-aq", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
         return out.split()
 
     def destroy(self) -> None:
