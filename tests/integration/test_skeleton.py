@@ -183,4 +183,3 @@ def test_secrets_are_private_and_never_logged(stack, admin):
     for image in ("hub", "proxy", "lab"):
         history = docker("history", "--no-trunc", f"dshub/{image}:0.1.0").stdout
         assert not [v for v in values if v in history]
-
