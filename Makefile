@@ -10,10 +10,12 @@ SETTINGS := build/settings.env
 export dshub_tag := $(shell sed -n 's/^VERSION = "\(.*\)"$$/\1/p' spawner/settings.py)
 export dshub_settings_file := $(abspath $(SETTINGS))
 COMPOSE := $(VENV)/bin/docker-compose --project-directory compose -f compose/compose.yaml --env-file $(SETTINGS)
+# The stack plus the development OpenID Connect provider (tests, local OAuth trials).
+COMPOSE_DEV := $(COMPOSE) -f compose/dev-oidc.yaml
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean build base-image engine settings test test-unit lint format logs ps admin-password
+.PHONY: help up down clean build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps admin-password
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -23,17 +25,20 @@ up: build ## build what is missing and start the hub (Traefik + JupyterHub)
 	@$(LOAD_SETTINGS); \
 	echo; \
 	echo "dshub is running at http://$$DSHUB_BIND_ADDRESS:$$DSHUB_HTTP_PORT/"; \
-	echo "Sign in as '$$DSHUB_ADMIN_USER'; the initial password is shown by: make admin-password"
+	echo "Sign in as '$${DSHUB_ADMIN_USERS%%,*}'; the initial password is shown by: make admin-password"
+
+up-dev: build-dev ## like up, plus the development OpenID Connect provider (docs/auth.md)
+	$(COMPOSE_DEV) up -d --wait
 
 down: settings ## stop Traefik and the hub; user servers and all data stay
-	$(COMPOSE) stop
-	$(COMPOSE) rm -f
+	$(COMPOSE_DEV) stop
+	$(COMPOSE_DEV) rm -f
 
 clean: settings ## stop everything including user servers; files and the hub database stay
 	@$(LOAD_SETTINGS); \
 	ids=$$(docker ps -aq --filter "label=dshub.project=$$DSHUB_PROJECT" --filter label=dshub.role=user-server); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE_DEV) down --remove-orphans
 
 build: engine settings base-image ## build the images (hub, proxy, lab)
 	$(COMPOSE) --profile build build
@@ -51,7 +56,13 @@ $(VENV)/.stamp: requirements-dev.txt images/hub/requirements.txt scripts/venv.sh
 	scripts/venv.sh $(VENV) requirements-dev.txt
 	@touch $@
 
-test: lint build ## every test: unit, integration (real engine) and e2e (browser)
+build-dev: build ## build the development OpenID Connect provider image
+	$(COMPOSE_DEV) build oidc
+
+browser: ## make sure Chromium is there for the browser tests
+	@scripts/browser.sh
+
+test: lint build build-dev browser ## every test: unit, integration (real engine) and e2e (browser)
 	$(PY) -m pytest
 
 test-unit: $(VENV)/.stamp ## unit tests only; no engine needed, runs in seconds

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from spawner import settings as dshub_settings
-from spawner.auth import BuiltinUserListAuthenticator
+from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
 from spawner.docker import DataPoolSpawner
 from spawner.proxy import DshubTraefikProxy
@@ -47,12 +47,10 @@ c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api
 c.DshubTraefikProxy.traefik_entrypoint = "http"
 
 # -- sign-in ----------------------------------------------------------------
-c.JupyterHub.authenticator_class = BuiltinUserListAuthenticator
-c.Authenticator.admin_users = {settings.admin_user}
-c.BuiltinUserListAuthenticator.dbm_path = str(DATA_DIR / "passwords.dbm")
-c.BuiltinUserListAuthenticator.initial_admin_password = ensure_secret(
-    SECRETS_DIR, "admin-password", nbytes=12
-)
+auth = authenticator_config(settings, DATA_DIR)
+c.JupyterHub.authenticator_class = auth.cls
+c[auth.cls.__name__].update(auth.traits)
+c.DataPoolSpawner.update(auth.spawner_traits)
 
 # -- user servers -----------------------------------------------------------
 c.JupyterHub.spawner_class = DataPoolSpawner

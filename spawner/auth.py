@@ -1,89 +1,112 @@
-"""Which authenticator signs people in, from settings.
-
-``local`` — the built-in user list for a first install: FirstUseAuthenticator with
-two changes that make it safe to expose:
-
-* only users that exist in the hub may sign in (admins add them on the admin page,
-  which is the approval); a new user's first sign-in sets their password;
-* the first admin's password is generated on first start (``make admin-password``
-  shows it), so there is no window in which a stranger could claim that account.
-"""
+"""Which authenticator signs people in, and how it is set up, from settings."""
 
 from __future__ import annotations
 
-import dbm
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-from firstuseauthenticator import FirstUseAuthenticator
-from firstuseauthenticator.firstuseauthenticator import CustomLoginHandler, ResetPasswordHandler
-from jupyterhub.handlers import LoginHandler
-from traitlets import Unicode, default
+from . import oauth
+from .localauth import BuiltinUserListAuthenticator
+from .secrets import ensure_secret
+from .settings import Settings
+
+PROVIDERS: dict[str, tuple[type, str]] = {
+    "github": (oauth.DshubGitHubOAuthenticator, "GitHub"),
+    "gitlab": (oauth.DshubGitLabOAuthenticator, "GitLab"),
+    "google": (oauth.DshubGoogleOAuthenticator, "Google"),
+    "azuread": (oauth.DshubAzureAdOAuthenticator, "Microsoft Entra ID"),
+    "generic": (oauth.DshubOIDCAuthenticator, "your organisation"),
+}
 
 
-class BuiltinLoginHandler(CustomLoginHandler):
-    """firstuseauthenticator's login page, fixed for JupyterHub 6.
-
-    JupyterHub 6 renders login errors through ``_render(..., sync=True)``; the
-    upstream override does not take extra arguments and turns every failed
-    sign-in into a 500.
-    """
-
-    def _render(self, login_error: str | None = None, username: str | None = None, **kwargs: Any) -> Any:
-        return LoginHandler._render(self, self.custom_login_error or login_error, username, **kwargs)
+@dataclass(frozen=True)
+class AuthConfig:
+    cls: type
+    traits: dict[str, Any] = field(default_factory=dict)
+    # Traits of the spawner that sign-in needs (e.g. handing over the access token).
+    spawner_traits: dict[str, Any] = field(default_factory=dict)
 
 
-class BuiltinUserListAuthenticator(FirstUseAuthenticator):
-    """Password sign-in for users an admin has added; first sign-in sets the password."""
+def authenticator_config(settings: Settings, data_dir: Path) -> AuthConfig:
+    """The authenticator class and its traits for these settings."""
+    if not settings.oauth:
+        return AuthConfig(
+            BuiltinUserListAuthenticator,
+            {
+                "admin_users": set(settings.admin_users),
+                "dbm_path": str(data_dir / "passwords.dbm"),
+                "initial_admin_password": ensure_secret(data_dir / "secrets", "admin-password", nbytes=12),
+            },
+        )
+    cls, service = PROVIDERS[settings.authenticator]
+    traits: dict[str, Any] = {
+        "client_id": settings.oauth_client_id,
+        "client_secret": settings.oauth_client_secret,
+        "oauth_callback_url": settings.oauth_callback_url,
+        "login_service": settings.oauth_login_service or service,
+        "custom_403_message": oauth.NOT_ALLOWED,
+        "admin_users": set(settings.admin_users),
+        "allowed_users": set(settings.oauth_allowed_users),
+        "allow_all": settings.oauth_allow_all,
+        # auth_state is encrypted with the hub's crypt key (generated on first start).
+        "enable_auth_state": True,
+        # IdP accounts are the record: an account the IdP no longer allows is not let in
+        # just because the hub remembers it.
+        "allow_existing_users": False,
+    }
+    if settings.oauth_logout_url and settings.oauth_logout_url != "idp":
+        traits["logout_redirect_url"] = settings.oauth_logout_url
+    groups = set(settings.oauth_allowed_groups)
+    admin_groups = set(settings.oauth_admin_groups)
+    claim = settings.oauth_username_claim
+    kind = settings.authenticator
+    if kind == "github":
+        traits |= {
+            "allowed_organizations": groups,
+            "scope": ["read:user", "read:org"],
+            # Teams (org:team) become hub groups.
+            "populate_teams_in_auth_state": True,
+            "manage_groups": True,
+            "auth_state_groups_key": github_teams,
+            "admin_groups": admin_groups,
+        }
+    elif kind == "gitlab":
+        traits |= {"gitlab_url": settings.gitlab_url, "allowed_gitlab_groups": groups}
+    elif kind == "google":
+        traits |= {
+            "hosted_domain": list(settings.google_hosted_domains),
+            "username_claim": oauth.verified_claim(claim or "email"),
+        }
+    else:
+        traits |= {
+            "manage_groups": True,
+            "allowed_groups": groups,
+            "admin_groups": admin_groups,
+            "username_claim": oauth.verified_claim(claim or "preferred_username"),
+        }
+        if kind == "azuread":
+            traits |= {
+                "tenant_id": settings.azuread_tenant_id,
+                "auth_state_groups_key": f"user.{settings.oauth_groups_claim}",
+            }
+        else:
+            traits |= {
+                "scope": settings.oauth_scopes.split(),
+                "auth_state_groups_key": f"oauth_user.{settings.oauth_groups_claim}",
+                "oidc_issuer": settings.oidc_issuer or "",
+                "oidc_backchannel_url": settings.oidc_backchannel_url or "",
+                "logout_at_idp": settings.oauth_logout_url == "idp",
+                "post_logout_redirect_uri": settings.public_url.rstrip("/") + "/hub/login",
+                # Filled by discovery when an issuer is set.
+                "authorize_url": settings.oauth_authorize_url or "",
+                "token_url": settings.oauth_token_url or "",
+                "userdata_url": settings.oauth_userdata_url or "",
+            }
+    spawner_traits = {"auth_state_hook": oauth.pass_access_token} if settings.oauth_pass_token else {}
+    return AuthConfig(cls, traits, spawner_traits)
 
-    initial_admin_password = Unicode(
-        config=True,
-        help="""Password stored for each admin in ``admin_users`` that has none yet.
 
-        Set from a secret generated on first start. Once an admin has a password
-        (set here, or changed on /hub/auth/change-password) it is never overwritten.
-        """,
-    )
-
-    @default("create_users")
-    def _no_self_registration(self) -> bool:
-        return False
-
-    @default("min_password_length")
-    def _min_password_length(self) -> int:
-        return 8
-
-    @default("check_passwords_on_startup")
-    def _no_legacy_check(self) -> bool:
-        # Only databases written before firstuseauthenticator 1.0 need it.
-        return False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if self.initial_admin_password:
-            self._seed_admin_passwords()
-
-    def _seed_admin_passwords(self) -> None:
-        Path(self.dbm_path).parent.mkdir(parents=True, exist_ok=True)
-        with dbm.open(self.dbm_path, "c", 0o600) as db:
-            for name in self.admin_users:
-                key = self.normalize_username(name).encode("utf-8")
-                if key not in db:
-                    db[key] = bcrypt.hashpw(self.initial_admin_password.encode("utf-8"), bcrypt.gensalt())
-                    self.log.info("Stored the initial password of admin %s", name)
-
-    def _user_exists(self, username: str) -> bool:
-        # Existence is checked in authenticate() through the request handler,
-        # not through the deprecated shared database session this method uses.
-        return True
-
-    async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
-        username = self.normalize_username(data.get("username", ""))
-        if not username or handler.find_user(username) is None:
-            self.log.info("Refused sign-in: %r is not a user of this hub", username)
-            return None
-        return await super().authenticate(handler, {**data, "username": username})
-
-    def get_handlers(self, app: Any) -> list[tuple[str, type]]:
-        return [(r"/login", BuiltinLoginHandler), (r"/auth/change-password", ResetPasswordHandler)]
+def github_teams(auth_state: dict[str, Any]) -> list[str]:
+    """GitHub teams as org:team, the same spelling allowed_organizations takes."""
+    return [f"{team['organization']['login']}:{team['slug']}" for team in auth_state.get("teams") or []]

@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,13 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting. An empty default makes it optional: unset means ``empty``."""
+
     name: str
-    default: str | None
+    default: str
     help: str
     parse: Callable[[str, str], Any]
+    empty: Any = None
 
 
 def _str(pattern: str, what: str) -> Callable[[str, str], str]:
@@ -99,13 +103,13 @@ def _ip(name: str, raw: str) -> str:
 
 def _abs_path(name: str, raw: str) -> Path:
     path = Path(raw)
-    if not path.is_absolute() or ".." in path.parts:
-        raise SettingsError(f"{name}={raw!r} must be an absolute path without '..'.")
+    if not path.is_absolute() or ".." in path.parts or re.search(r"[\s'\"\\$`]", raw):
+        raise SettingsError(f"{name}={raw!r} must be an absolute path without '..', spaces or quotes.")
     return path
 
 
 def _url(name: str, raw: str) -> str:
-    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s]*)?", raw):
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s'\"\\]*)?", raw):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL.")
     return raw
 
@@ -119,9 +123,45 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not true or false.")
+
+
+def _list(pattern: str, what: str) -> Callable[[str, str], tuple[str, ...]]:
+    """Comma-separated items, each matching ``pattern``."""
+    item = _str(pattern, what)
+
+    def parse(name: str, raw: str) -> tuple[str, ...]:
+        items = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for part in items:
+            item(name, part)
+        if len(set(items)) != len(items):
+            raise SettingsError(f"{name}={raw!r} lists an item twice.")
+        return items
+
+    return parse
+
+
+def _secret(name: str, raw: str) -> str:
+    if len(raw) < 8 or any(ch.isspace() or ch in "'\"\\" for ch in raw):
+        raise SettingsError(
+            f"{name} must be at least 8 characters without spaces, quotes or backslashes (value not shown)."
+        )
+    return raw
+
+
 # JupyterHub lowercases usernames; the admin must be a name a person can type.
 USERNAME_PATTERN = r"[a-z0-9][a-z0-9._@-]{0,63}"
 IMAGE_PATTERN = r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?"
+# Names as identity providers spell them (GitHub org:team, GitLab group/subgroup, ...).
+IDP_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@:/ -]{0,127}"
+DOMAIN_PATTERN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+"
+AUTHENTICATORS = ("local", "github", "gitlab", "google", "azuread", "generic")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -152,18 +192,166 @@ SETTINGS: tuple[Setting, ...] = (
         _abs_path,
     ),
     Setting(
-        "DSHUB_ADMIN_USER",
-        "admin",
-        "The first admin. Their initial password is generated on first start: "
-        "`make admin-password` shows it.",
-        _str(USERNAME_PATTERN, "a lowercase username (a-z, 0-9, '.', '_', '@', '-'; max 64)"),
+        "DSHUB_PUBLIC_URL",
+        "",
+        "URL people open, as their browser sees it (e.g. https://hub.example.edu). "
+        "Default: http://<DSHUB_BIND_ADDRESS>:<DSHUB_HTTP_PORT>. OAuth callbacks are built from it.",
+        _url,
+    ),
+    Setting(
+        "DSHUB_ADMIN_USERS",
+        "",
+        "Comma-separated admins. With local sign-in the default is 'admin', whose initial "
+        "password is generated on first start (`make admin-password`). With OAuth: usernames "
+        "as the provider gives them; no default.",
+        _list(USERNAME_PATTERN, "a lowercase username (a-z, 0-9, '.', '_', '@', '-'; max 64)"),
+        empty=(),
     ),
     Setting(
         "DSHUB_AUTHENTICATOR",
         "local",
-        "How people sign in. local: the built-in user list (admins add users, "
-        "a new user sets a password at first sign-in).",
-        _choice("local"),
+        "How people sign in. local: the built-in user list (admins add users, a new user sets "
+        "a password at first sign-in). github, gitlab, google, azuread, generic (any OpenID "
+        "Connect provider): OAuth, see docs/auth.md.",
+        _choice(*AUTHENTICATORS),
+    ),
+    Setting(
+        "DSHUB_OAUTH_CLIENT_ID",
+        "",
+        "OAuth client id from the provider's app registration (required with OAuth).",
+        _str(r"[!-~]{1,256}", "a client id (printable, no spaces)"),
+    ),
+    Setting(
+        "DSHUB_OAUTH_CLIENT_SECRET",
+        "",
+        "OAuth client secret (required with OAuth). Keep .env private (chmod 600).",
+        _secret,
+    ),
+    Setting(
+        "DSHUB_OAUTH_CALLBACK_URL",
+        "",
+        "Redirect URL registered at the provider. Default: <DSHUB_PUBLIC_URL>/hub/oauth_callback.",
+        _url,
+    ),
+    Setting(
+        "DSHUB_OAUTH_ALLOWED_USERS",
+        "",
+        "Comma-separated usernames allowed to sign in with OAuth.",
+        _list(IDP_NAME_PATTERN, "a username"),
+        empty=(),
+    ),
+    Setting(
+        "DSHUB_OAUTH_ALLOWED_GROUPS",
+        "",
+        "Comma-separated groups whose members may sign in: generic/azuread groups claim, "
+        "GitHub organizations or org:team, GitLab groups. Not for google.",
+        _list(IDP_NAME_PATTERN, "a group name"),
+        empty=(),
+    ),
+    Setting(
+        "DSHUB_OAUTH_ADMIN_GROUPS",
+        "",
+        "Comma-separated groups whose members are admins (generic, azuread, GitHub org:team).",
+        _list(IDP_NAME_PATTERN, "a group name"),
+        empty=(),
+    ),
+    Setting(
+        "DSHUB_OAUTH_ALLOW_ALL",
+        "false",
+        "true lets every account of the provider in. With no allow rule and this false, "
+        "only admins can sign in (fail closed).",
+        _bool,
+    ),
+    Setting(
+        "DSHUB_OAUTH_USERNAME_CLAIM",
+        "",
+        "Claim that becomes the username (generic, azuread, google). Default: "
+        "preferred_username (google: email). An email claim is only used when email_verified is true.",
+        _str(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", "a claim name"),
+    ),
+    Setting(
+        "DSHUB_OAUTH_GROUPS_CLAIM",
+        "groups",
+        "Claim listing the user's groups (generic, azuread).",
+        _str(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", "a claim name"),
+    ),
+    Setting(
+        "DSHUB_OAUTH_SCOPES",
+        "openid profile email",
+        "Space-separated scopes requested from a generic provider.",
+        _str(r"[!-~]+( [!-~]+)*", "space-separated scopes"),
+    ),
+    Setting(
+        "DSHUB_OAUTH_LOGIN_SERVICE",
+        "",
+        "Provider name on the login button. Default: GitHub, GitLab, Google, Microsoft Entra ID, "
+        "or 'your organisation' for generic.",
+        _str(r"[^\x00-\x1f<>'\"\\$`]{1,64}", "a short display name (no quotes, <, >, $)"),
+    ),
+    Setting(
+        "DSHUB_OAUTH_LOGOUT_URL",
+        "",
+        "Where the browser goes after hub logout, to end the provider session too: a URL, or "
+        "'idp' for the generic provider's end_session_endpoint. Default: the hub's login page.",
+        lambda name, raw: raw if raw == "idp" else _url(name, raw),
+    ),
+    Setting(
+        "DSHUB_OAUTH_PASS_TOKEN",
+        "false",
+        "true hands the user's OAuth access token to their server as OAUTH_ACCESS_TOKEN "
+        "(e.g. to clone from the same GitLab).",
+        _bool,
+    ),
+    Setting(
+        "DSHUB_OIDC_ISSUER",
+        "",
+        "generic: issuer URL as the browser reaches it; endpoints come from its "
+        "/.well-known/openid-configuration.",
+        _url,
+    ),
+    Setting(
+        "DSHUB_OIDC_BACKCHANNEL_URL",
+        "",
+        "generic: the issuer URL as the hub container reaches it, when that differs from "
+        "DSHUB_OIDC_ISSUER (e.g. an IdP in the same compose project).",
+        _url,
+    ),
+    Setting(
+        "DSHUB_OAUTH_AUTHORIZE_URL",
+        "",
+        "generic without discovery: authorization endpoint (browser-facing).",
+        _url,
+    ),
+    Setting(
+        "DSHUB_OAUTH_TOKEN_URL",
+        "",
+        "generic without discovery: token endpoint (reached by the hub).",
+        _url,
+    ),
+    Setting(
+        "DSHUB_OAUTH_USERDATA_URL",
+        "",
+        "generic without discovery: userinfo endpoint (reached by the hub).",
+        _url,
+    ),
+    Setting(
+        "DSHUB_GITLAB_URL",
+        "https://gitlab.com",
+        "gitlab: base URL of the GitLab instance (self-hosted or gitlab.com).",
+        _url,
+    ),
+    Setting(
+        "DSHUB_GOOGLE_HOSTED_DOMAINS",
+        "",
+        "google: comma-separated Workspace domains whose accounts may sign in.",
+        _list(DOMAIN_PATTERN, "a domain name"),
+        empty=(),
+    ),
+    Setting(
+        "DSHUB_AZUREAD_TENANT_ID",
+        "",
+        "azuread: the directory (tenant) id (required with azuread).",
+        _str(r"[A-Za-z0-9.-]{1,64}", "a tenant id or domain"),
     ),
     Setting(
         "DSHUB_UID_MIN",
@@ -250,6 +438,8 @@ class Settings:
     """Validated settings; attribute names are the setting names without the prefix."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
+    # Canonical text of each setting, as rendered for compose and the hub.
+    raw: Mapping[str, str] = field(default_factory=dict)
 
     def __getattr__(self, attr: str) -> Any:
         try:
@@ -261,8 +451,12 @@ class Settings:
     def network(self) -> str:
         return f"{self.project}-users"
 
+    @property
+    def oauth(self) -> bool:
+        return self.authenticator != "local"
+
     def as_env(self) -> dict[str, str]:
-        return {name: str(value) for name, value in self.values.items()}
+        return dict(self.raw)
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
@@ -293,22 +487,88 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             hint = f" Did you mean {close[0]}?" if close else ""
             errors.append(f"{key} is not a dshub setting.{hint} See .env.example for the list.")
     values: dict[str, Any] = {}
+    raw_values: dict[str, str] = {}
     for setting in SETTINGS:
-        raw = environ.get(setting.name, "")
+        raw = environ.get(setting.name, "").strip() or setting.default
+        raw_values[setting.name] = raw
         if raw == "":
-            raw = setting.default
-        if raw is None:
-            errors.append(f"{setting.name} is required: set it in .env ({setting.help})")
+            values[setting.name] = setting.empty
             continue
         try:
             values[setting.name] = setting.parse(setting.name, raw)
         except SettingsError as e:
             errors.append(f"{e} {setting.name}: {setting.help}")
-    if not errors and values["DSHUB_UID_MIN"] >= values["DSHUB_UID_MAX"]:
-        errors.append("DSHUB_UID_MIN must be below DSHUB_UID_MAX: widen the uid range.")
+    if not errors:
+        errors.extend(_check_combinations(values, environ))
     if errors:
         raise SettingsError("invalid dshub settings:\n  " + "\n  ".join(errors))
-    return Settings(values)
+    _derive(values, raw_values)
+    return Settings(values, raw_values)
+
+
+def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    errors = []
+    if values["DSHUB_UID_MIN"] >= values["DSHUB_UID_MAX"]:
+        errors.append("DSHUB_UID_MIN must be below DSHUB_UID_MAX: widen the uid range.")
+    kind = values["DSHUB_AUTHENTICATOR"]
+    oauth_only = [
+        s.name
+        for s in SETTINGS
+        if (s.name.startswith(("DSHUB_OAUTH_", "DSHUB_OIDC_", "DSHUB_GOOGLE_", "DSHUB_AZUREAD_")))
+        and environ.get(s.name, "").strip() not in ("", s.default)
+    ]
+    if kind == "local":
+        if oauth_only:
+            errors.append(
+                f"{', '.join(oauth_only)} only apply to OAuth sign-in, but DSHUB_AUTHENTICATOR=local: "
+                "set DSHUB_AUTHENTICATOR (github, gitlab, google, azuread, generic) or remove them."
+            )
+        return errors
+    for required in ("DSHUB_OAUTH_CLIENT_ID", "DSHUB_OAUTH_CLIENT_SECRET"):
+        if values[required] is None:
+            errors.append(f"{required} is required with DSHUB_AUTHENTICATOR={kind}: see docs/auth.md.")
+    if kind == "generic":
+        endpoints = ("DSHUB_OAUTH_AUTHORIZE_URL", "DSHUB_OAUTH_TOKEN_URL", "DSHUB_OAUTH_USERDATA_URL")
+        explicit = [e for e in endpoints if values[e]]
+        if values["DSHUB_OIDC_ISSUER"] and explicit:
+            errors.append(f"set either DSHUB_OIDC_ISSUER or {', '.join(endpoints)}, not both.")
+        elif not values["DSHUB_OIDC_ISSUER"] and len(explicit) != len(endpoints):
+            errors.append(
+                "DSHUB_AUTHENTICATOR=generic needs DSHUB_OIDC_ISSUER (discovery) "
+                f"or all of {', '.join(endpoints)}."
+            )
+        if values["DSHUB_OIDC_BACKCHANNEL_URL"] and not values["DSHUB_OIDC_ISSUER"]:
+            errors.append("DSHUB_OIDC_BACKCHANNEL_URL only works together with DSHUB_OIDC_ISSUER.")
+    elif values["DSHUB_OAUTH_LOGOUT_URL"] == "idp":
+        errors.append("DSHUB_OAUTH_LOGOUT_URL=idp needs DSHUB_AUTHENTICATOR=generic; give a URL instead.")
+    if kind == "azuread" and not values["DSHUB_AZUREAD_TENANT_ID"]:
+        errors.append("DSHUB_AZUREAD_TENANT_ID is required with DSHUB_AUTHENTICATOR=azuread.")
+    if kind == "google" and values["DSHUB_OAUTH_ALLOWED_GROUPS"]:
+        errors.append(
+            "DSHUB_OAUTH_ALLOWED_GROUPS is not supported with google (Google groups need a "
+            "Workspace service account): use DSHUB_GOOGLE_HOSTED_DOMAINS or DSHUB_OAUTH_ALLOWED_USERS."
+        )
+    if kind in ("gitlab", "google") and values["DSHUB_OAUTH_ADMIN_GROUPS"]:
+        errors.append(f"DSHUB_OAUTH_ADMIN_GROUPS is not supported with {kind}: use DSHUB_ADMIN_USERS.")
+    for name in ("DSHUB_OIDC_ISSUER", "DSHUB_OIDC_BACKCHANNEL_URL"):
+        if values[name] and values[name].endswith("/"):
+            errors.append(f"{name} must not end with '/': write it as the issuer claim does.")
+    return errors
+
+
+def _derive(values: dict[str, Any], raw_values: dict[str, str]) -> None:
+    """Defaults that depend on other settings."""
+
+    def derive(name: str, value: Any) -> None:
+        values[name] = value
+        raw_values[name] = ",".join(value) if isinstance(value, tuple) else str(value)
+
+    if values["DSHUB_PUBLIC_URL"] is None:
+        derive("DSHUB_PUBLIC_URL", f"http://{values['DSHUB_BIND_ADDRESS']}:{values['DSHUB_HTTP_PORT']}")
+    if values["DSHUB_AUTHENTICATOR"] == "local" and not values["DSHUB_ADMIN_USERS"]:
+        derive("DSHUB_ADMIN_USERS", ("admin",))
+    if values["DSHUB_AUTHENTICATOR"] != "local" and values["DSHUB_OAUTH_CALLBACK_URL"] is None:
+        derive("DSHUB_OAUTH_CALLBACK_URL", values["DSHUB_PUBLIC_URL"].rstrip("/") + "/hub/oauth_callback")
 
 
 def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
@@ -316,7 +576,45 @@ def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
     merged = parse_env_file(env_file) if env_file and env_file.exists() else {}
     merged.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
     settings = load(merged)
-    return "".join(f"{k}={v}\n" for k, v in settings.as_env().items())
+    return "".join(f"{k}={_quote(v)}\n" for k, v in settings.as_env().items())
+
+
+def _quote(value: str) -> str:
+    """Single-quote values that need it; read the same by compose and by a shell's `source`."""
+    if re.fullmatch(r"[A-Za-z0-9_./:@,+=-]*", value):
+        return value
+    # Validation keeps single quotes out of every setting.
+    assert "'" not in value
+    return f"'{value}'"
+
+
+def example() -> str:
+    """The text of .env.example: every setting with its help and default."""
+    lines = [
+        "# dshub settings. Copy to .env (chmod 600) and change what you need; an unset or",
+        "# empty value takes the default. `make up` validates this file and names any bad",
+        "# setting. Unknown DSHUB_* keys are errors, so a typo never passes silently.",
+        "# Generated by `python -m spawner.settings example`; a unit test keeps it in sync.",
+        "",
+    ]
+    for setting in SETTINGS:
+        lines += ["# " + line for line in textwrap.wrap(setting.help, 86, break_on_hyphens=False)]
+        if setting.name == "DSHUB_POOL_DIR":
+            lines.append(f"#{setting.name}=/srv/dshub-pool")
+        else:
+            lines.append(f"{setting.name}={setting.default}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write the rendered settings 0600: they can hold the OAuth client secret."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,16 +622,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     render_cmd = sub.add_parser("render", help="validate .env and print the complete settings")
     render_cmd.add_argument("--env-file", type=Path, default=REPO_ROOT / ".env")
-    render_cmd.add_argument("--output", type=Path, help="write here (mode 0644) instead of stdout")
+    render_cmd.add_argument("--output", type=Path, help="write here (mode 0600) instead of stdout")
+    sub.add_parser("example", help="print .env.example")
     args = parser.parse_args(argv)
+    if args.command == "example":
+        print(example(), end="")
+        return 0
     try:
         text = render(args.env_file, os.environ)
     except SettingsError as e:
         print(f"dshub: {e}", file=sys.stderr)
         return 2
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
+        write_private(args.output, text)
     else:
         sys.stdout.write(text)
     return 0

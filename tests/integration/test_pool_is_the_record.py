@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 def sign_up(stack, name, password):
     admin = HubSession(stack.url)
-    admin.sign_in(stack.settings.admin_user, stack.admin_password())
+    admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
     assert admin.api("POST", f"/users/{name}").status_code == 201
     person = HubSession(stack.url)
     person.sign_in(name, password)

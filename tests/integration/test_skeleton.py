@@ -19,7 +19,7 @@ STUDENT_PASSWORD = "correct horse battery"
 @pytest.fixture(scope="module")
 def admin(stack):
     session = HubSession(stack.url)
-    session.sign_in(stack.settings.admin_user, stack.admin_password())
+    session.sign_in(stack.settings.admin_users[0], stack.admin_password())
     return session
 
 
@@ -44,7 +44,7 @@ def running(admin, student):
 
 def test_nobody_can_claim_the_admin_account(stack):
     with pytest.raises(SignInRefused):
-        HubSession(stack.url).sign_in(stack.settings.admin_user, "stranger-password")
+        HubSession(stack.url).sign_in(stack.settings.admin_users[0], "stranger-password")
 
 
 def test_unknown_user_cannot_sign_in_before_approval(stack):

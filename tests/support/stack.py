@@ -59,6 +59,9 @@ def sweep_test_leftovers() -> None:
 class Stack:
     workdir: Path
     overrides: dict[str, str] = field(default_factory=dict)
+    # Extra compose files (e.g. compose/dev-oidc.yaml) and the variables they read.
+    extra_files: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
     project: str = field(default_factory=lambda: TEST_PREFIX + uuid.uuid4().hex[:8])
     port: int = field(default_factory=free_port)
 
@@ -80,6 +83,7 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
             "dshub_tag": dshub_settings.VERSION,
             "dshub_settings_file": str(self.settings_file),
+            **self.extra_env,
         }
         cmd = [
             str(COMPOSE_BIN),
@@ -87,6 +91,7 @@ class Stack:
             str(REPO / "compose"),
             "-f",
             str(REPO / "compose" / "compose.yaml"),
+            *(arg for name in self.extra_files for arg in ("-f", str(REPO / "compose" / name))),
             "--env-file",
             str(self.settings_file),
             *args,

@@ -1,0 +1,86 @@
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from spawner import settings as dshub_settings
+from tests.support.stack import REPO, Stack, docker, free_port, sweep_test_leftovers
+
+SCREENSHOTS = REPO / "build" / "screenshots"
+# Flags for a headless Chromium on a machine with no outside network (see .library env notes).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.fail("Chromium is missing: `make test` installs it (scripts/browser.sh)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _images():
+    for image in ("hub", "proxy", "lab", "oidc-dev"):
+        ref = f"dshub/{image}:{dshub_settings.VERSION}"
+        if docker("image", "inspect", ref, check=False).returncode:
+            pytest.fail(f"image {ref} is missing: run `make build build-dev` (make test does)")
+    sweep_test_leftovers()
+    yield
+    sweep_test_leftovers()
+
+
+@pytest.fixture(scope="module")
+def oidc_stack(tmp_path_factory):
+    """The hub signing in through the dev OpenID Connect provider, reached two ways."""
+    oidc_port = free_port()
+    stack = Stack(
+        tmp_path_factory.mktemp("oidc-stack", numbered=True),
+        overrides={
+            "DSHUB_AUTHENTICATOR": "generic",
+            "DSHUB_OIDC_ISSUER": f"http://127.0.0.1:{oidc_port}",
+            "DSHUB_OIDC_BACKCHANNEL_URL": "http://oidc:9400",
+            "DSHUB_OAUTH_CLIENT_ID": "dshub-dev",
+            "DSHUB_OAUTH_CLIENT_SECRET": "dev-only-secret",
+            "DSHUB_OAUTH_ALLOWED_GROUPS": "students",
+            "DSHUB_OAUTH_ADMIN_GROUPS": "staff",
+            "DSHUB_OAUTH_LOGOUT_URL": "idp",
+        },
+        extra_files=("dev-oidc.yaml",),
+        extra_env={"dshub_oidc_port": str(oidc_port)},
+    )
+    stack.oidc_url = f"http://127.0.0.1:{oidc_port}"
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.destroy()
