@@ -67,6 +67,17 @@ class ReachabilityCheckedLoginHandler(OAuthLoginHandler):
 
 
 class ReachabilityCheckedCallbackHandler(OAuthCallbackHandler):
+    def check_error(self) -> None:
+        error = self.get_argument("error", "")
+        if error:
+            detail = self.get_argument("error_description", error)
+            self.log.info("Sign-in refused by the provider: %s", detail)
+            raise web.HTTPError(
+                403,
+                f"The sign-in service ({self.authenticator.login_service}) did not sign you in "
+                f"({detail[:200]}). Go back to the login page to try again.",
+            )
+
     async def get(self) -> None:
         try:
             await super().get()

@@ -78,6 +78,16 @@ def test_logout_ends_the_hub_session_and_the_providers(page, oidc_stack):
     page.wait_for_url("**/hub/login*")
 
 
+def test_provider_refusal_shows_a_clear_page(page, oidc_stack):
+    page.goto(f"{oidc_stack.url}/hub/login")
+    page.get_by_role("button", name=re.compile("Sign in with your organisation")).click()
+    page.get_by_role("button", name="Deny access").click()
+    expect(
+        page.get_by_role("heading", name=re.compile("403 : The sign-in service .* did not sign you in"))
+    ).to_be_visible()
+    assert requests.get(f"{oidc_stack.url}/hub/health", timeout=10).status_code == 200
+
+
 def test_provider_down_shows_a_page_and_the_hub_keeps_running(page, oidc_stack):
     oidc_stack.compose("stop", "oidc")
     try:
