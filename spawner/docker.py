@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from dockerspawner import DockerSpawner
-from traitlets import Dict, Instance, Integer, Unicode, default
+from traitlets import Dict, Instance, Integer, List, Unicode, default
 
 from .datapool import Account, DataPool, escape_name
 
@@ -33,8 +34,39 @@ def hardened_host_config(pids_limit: int) -> dict[str, Any]:
     }
 
 
-def user_volumes(account: Account) -> dict[str, dict[str, str]]:
-    return {str(account.host_path): {"bind": HOME, "mode": "rw"}}
+def wants_folder(group: str, group_folders: list[str]) -> bool:
+    return "*" in group_folders or group in group_folders
+
+
+@dataclass(frozen=True)
+class Mounts:
+    volumes: dict[str, dict[str, str]]
+    group_add: list[int]
+    # Mount points the user replaced by a link or a file: not mounted.
+    skipped: list[str]
+
+
+def pool_mounts(
+    pool: DataPool, account: Account, groups: list[str], group_folders: list[str], instructors: str
+) -> Mounts:
+    """Home, the user's group folders and the course's shared folder, with the gids they need.
+
+    Runs in an executor: it creates folders in the pool.
+    """
+    folders = [pool.ensure_group(g) for g in sorted(groups) if wants_folder(g, group_folders)]
+    instructor = instructors in groups
+    instructors_gid = pool.ensure_group(instructors).gid
+    shared = pool.ensure_shared(instructors_gid)
+    wanted = {f"groups/{f.escaped}": f for f in folders}
+    safe = set(pool.ensure_mountpoints(account, [*wanted, "shared"]))
+    volumes = {str(account.host_path): {"bind": HOME, "mode": "rw"}}
+    for relpath, folder in wanted.items():
+        if relpath in safe:
+            volumes[str(folder.host_path)] = {"bind": f"{HOME}/{relpath}", "mode": "rw"}
+    if "shared" in safe:
+        volumes[str(shared)] = {"bind": f"{HOME}/shared", "mode": "rw" if instructor else "ro"}
+    gids = sorted({f.gid for f in folders} | ({instructors_gid} if instructor else set()))
+    return Mounts(volumes, gids, sorted({*wanted, "shared"} - safe))
 
 
 class DataPoolSpawner(DockerSpawner):
@@ -48,6 +80,12 @@ class DataPoolSpawner(DockerSpawner):
     project = Unicode("dshub", help="Deployment name; value of the dshub.project label.").tag(config=True)
     pids_limit = Integer(512, help="Most processes in a user container.").tag(config=True)
     extra_labels = Dict(help="More labels for user containers.").tag(config=True)
+    group_folders = List(
+        Unicode(), ["*"], help="Groups with a shared folder; '*' for all (DSHUB_GROUP_FOLDERS)."
+    ).tag(config=True)
+    instructors_group = Unicode("instructors", help="Group whose members may write the shared folder.").tag(
+        config=True
+    )
 
     account = Instance(Account, allow_none=True)
 
@@ -69,7 +107,18 @@ class DataPoolSpawner(DockerSpawner):
         account = await loop.run_in_executor(None, self.pool.ensure_user, self.user.name)
         self.log.info("Pool folder of %s: %s (uid %d)", self.user.name, account.host_path, account.uid)
         self.account = account
-        self.volumes = user_volumes(account)
+        groups = [group.name for group in self.user.groups]
+        mounts = await loop.run_in_executor(
+            None, pool_mounts, self.pool, account, groups, list(self.group_folders), self.instructors_group
+        )
+        if mounts.skipped:
+            self.log.warning(
+                "Not mounting %s for %s: the user replaced the mount point in their folder by a "
+                "link or a file; it is mounted again once they restore the directory",
+                ", ".join(mounts.skipped),
+                self.user.name,
+            )
+        self.volumes = mounts.volumes
         # These two are derived, not operator config: a per-user uid and hardening
         # that config must not be able to weaken.
         self.extra_create_kwargs = {
@@ -77,7 +126,7 @@ class DataPoolSpawner(DockerSpawner):
             "working_dir": HOME,
             "labels": {**self.extra_labels, **container_labels(self.project, self.user.name, self.name)},
         }
-        self.extra_host_config = hardened_host_config(self.pids_limit)
+        self.extra_host_config = {**hardened_host_config(self.pids_limit), "group_add": mounts.group_add}
         return await super().start()
 
     def get_env(self) -> dict[str, str]:

@@ -367,9 +367,36 @@ SETTINGS: tuple[Setting, ...] = (
         _int(1000, 2**31 - 2),
     ),
     Setting(
+        "DSHUB_GID_MIN",
+        "60000",
+        "Lowest gid given to a group folder; the range must not overlap the users' uid range.",
+        _int(1000, 2**31 - 2),
+    ),
+    Setting(
+        "DSHUB_GID_MAX",
+        "64999",
+        "Highest gid given to a group folder.",
+        _int(1000, 2**31 - 2),
+    ),
+    Setting(
+        "DSHUB_GROUP_FOLDERS",
+        "*",
+        "Hub groups that get a shared folder <pool>/groups/<group>, mounted at ~/groups/<group> "
+        "for members: '*' for every group, or a comma-separated list.",
+        lambda name, raw: ("*",) if raw == "*" else _list(IDP_NAME_PATTERN, "a group name")(name, raw),
+        empty=(),
+    ),
+    Setting(
+        "DSHUB_INSTRUCTORS_GROUP",
+        "instructors",
+        "Hub group whose members may write <pool>/shared (course material, read-only for others).",
+        _str(IDP_NAME_PATTERN, "a group name"),
+    ),
+    Setting(
         "DSHUB_USER_IMAGE",
-        f"dshub/lab:{VERSION}",
-        "Image of user containers.",
+        f"dshub/datascience:{VERSION}",
+        "Image of user containers: dshub/datascience (JupyterLab, R, VS Code, RStudio when "
+        "available) or the lean dshub/lab.",
         _str(IMAGE_PATTERN, "an image reference (name[:tag])"),
     ),
     Setting(
@@ -510,6 +537,14 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
     errors = []
     if values["DSHUB_UID_MIN"] >= values["DSHUB_UID_MAX"]:
         errors.append("DSHUB_UID_MIN must be below DSHUB_UID_MAX: widen the uid range.")
+    if values["DSHUB_GID_MIN"] >= values["DSHUB_GID_MAX"]:
+        errors.append("DSHUB_GID_MIN must be below DSHUB_GID_MAX: widen the gid range.")
+    elif not (
+        values["DSHUB_GID_MAX"] < values["DSHUB_UID_MIN"] or values["DSHUB_GID_MIN"] > values["DSHUB_UID_MAX"]
+    ):
+        errors.append(
+            "DSHUB_GID_MIN..DSHUB_GID_MAX overlaps DSHUB_UID_MIN..DSHUB_UID_MAX: separate the ranges."
+        )
     kind = values["DSHUB_AUTHENTICATOR"]
     oauth_only = [
         s.name

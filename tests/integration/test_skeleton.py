@@ -112,7 +112,9 @@ def test_user_container_is_hardened(stack, running):
         assert host["Memory"] == stack.settings.mem_limit
         assert host["NanoCpus"] or host["CpuQuota"]
         mounts = [m["Source"] for m in spec["Mounts"]]
-        assert len(mounts) == 1 and mounts[0].startswith(str(stack.pool / "users"))
+        user = spec["Config"]["Labels"]["dshub.user"]
+        # Their own folder and the course's shared folder (no groups yet); nothing else.
+        assert sorted(mounts) == [str(stack.pool / "shared"), str(stack.pool / "users" / user)]
         assert not any("docker.sock" in m for m in mounts)
         status = docker("exec", cid, "cat", "/proc/1/status").stdout
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
@@ -180,6 +182,6 @@ def test_secrets_are_private_and_never_logged(stack, admin):
     values = stack.compose("exec", "-T", "hub", "sh", "-c", f"cat {secrets_dir}/*").stdout.split()
     logs = stack.compose("logs", "--no-color", "hub", "proxy").stdout
     assert logs and not [v for v in values if v in logs]
-    for image in ("hub", "proxy", "lab"):
+    for image in ("hub", "proxy", "lab", "datascience"):
         history = docker("history", "--no-trunc", f"dshub/{image}:0.1.0").stdout
         assert not [v for v in values if v in history]

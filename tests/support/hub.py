@@ -28,8 +28,9 @@ class HubSession:
         page.raise_for_status()
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert xsrf, "the login form carries an _xsrf field"
+        # next=/hub/home: the default landing would start the server (tests start it themselves).
         resp = self.http.post(
-            f"{self.base_url}/hub/login",
+            f"{self.base_url}/hub/login?next=%2Fhub%2Fhome",
             data={"username": name, "password": password, "_xsrf": xsrf[1]},
             timeout=60,
         )
@@ -144,8 +145,9 @@ class Kernel:
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
-            if kind == "execute_result":
-                output.append(content["data"]["text/plain"])
+            if kind in ("execute_result", "display_data"):
+                # IRkernel shows results as display_data; IPython as execute_result.
+                output.append(content["data"].get("text/plain", ""))
             elif kind == "stream":
                 output.append(content["text"])
             elif kind == "error":

@@ -78,7 +78,9 @@ class Stack:
         self.settings_file.write_text(dshub_settings.render(None, env))
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
             "dshub_tag": dshub_settings.VERSION,
@@ -96,7 +98,7 @@ class Stack:
             str(self.settings_file),
             *args,
         ]
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, input=stdin)
         if check and result.returncode:
             raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result

@@ -1,4 +1,5 @@
 import os
+import stat
 import string
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_existing_folder_keeps_its_owner(pool):
 def test_range_exhaustion_is_a_clear_error(pool):
     for i in range(10):
         pool.ensure_user(f"u{i}")
-    with pytest.raises(PoolError, match=r"no free uid left in 20000\.\.20009"):
+    with pytest.raises(PoolError, match=r"no free id left in 20000\.\.20009"):
         pool.ensure_user("one-too-many")
 
 
@@ -144,3 +145,62 @@ def test_pool_is_shared_not_copied_by_config(tmp_path):
 
     pool = DataPool(tmp_path, Path("/host"), 20000, 20009)
     assert copy.deepcopy({"pool": pool})["pool"] is pool
+
+
+def test_group_folders_are_setgid_and_have_distinct_stable_gids(pool):
+    g1, g2 = pool.ensure_group("g1"), pool.ensure_group("Data Science 101")
+    assert g1.gid != g2.gid
+    assert {g1.gid, g2.gid} <= set(range(60000, 65000))
+    st = os.lstat(g1.path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, g1.gid, 0o2770)
+    assert g2.escaped == escape_name("Data Science 101")
+    fresh = DataPool(pool.root, pool.host_root, pool.uid_min, pool.uid_max)
+    assert fresh.ensure_group("g1").gid == g1.gid
+
+
+def test_gid_range_must_not_overlap_uids(tmp_path):
+    with pytest.raises(ValueError, match="must not overlap"):
+        DataPool(tmp_path, tmp_path, 20000, 30000, gid_min=25000, gid_max=26000)
+
+
+def test_shared_is_readable_by_all_writable_by_instructors(pool):
+    instructors = pool.ensure_group("instructors")
+    assert pool.ensure_shared(instructors.gid) == pool.host_root / "shared"
+    st = os.lstat(pool.root / "shared")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, instructors.gid, 0o2775)
+
+
+def test_mountpoints_are_made_as_the_user(pool):
+    account = pool.ensure_user("ada")
+    assert pool.ensure_mountpoints(account, ["groups/g1", "shared"]) == ["groups/g1", "shared"]
+    for rel in ("groups", "groups/g1", "shared"):
+        assert os.lstat(account.path / rel).st_uid == account.uid
+
+
+def test_mountpoint_replaced_by_a_link_is_skipped_not_followed(pool, tmp_path):
+    account = pool.ensure_user("eve")
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    os.symlink(victim, account.path / "groups")
+    os.symlink(victim, account.path / "shared")
+    assert pool.ensure_mountpoints(account, ["groups/g1", "shared"]) == []
+    assert not (victim / "g1").exists()
+    assert os.lstat(victim).st_uid == 0
+
+
+def test_archive_moves_the_folder_without_following_links(pool, tmp_path):
+    account = pool.ensure_user("leaver")
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    os.symlink(victim, account.path / "x")
+    (account.path / "notes.txt").write_text("mine")
+    first = pool.archive_user("leaver", "2026-11-25")
+    assert first == pool.root / "archive" / "leaver-2026-11-25"
+    assert (first / "notes.txt").read_text() == "mine"
+    assert os.readlink(first / "x") == str(victim)
+    assert os.lstat(first).st_uid == account.uid
+    assert not account.path.exists()
+    assert (os.lstat(victim).st_uid, stat.S_IMODE(os.lstat(victim).st_mode)) == (0, 0o755)
+    again = pool.ensure_user("leaver")
+    assert again.uid != account.uid, "an archived uid is never handed out again"
+    assert pool.archive_user("leaver", "2026-11-25").name == "leaver-2026-11-25-2"

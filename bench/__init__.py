@@ -1,0 +1,1 @@
+"""dshub benchmarks (`make bench`): real stacks, baselines side by side, BENCHMARKS.md."""

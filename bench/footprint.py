@@ -1,0 +1,128 @@
+"""Idle memory of a user container and image sizes, against the lean lab image.
+
+Per image, one stack and N users: each user's server is started through the hub
+and left idle; then memory is read from the engine (docker stats: cgroup usage
+without page cache). For the datascience image the measurement is repeated after
+VS Code was started in every container (its page requested and a websocket
+opened through the edge, as a browser does first). Baseline: the lab image, in
+the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import websocket
+
+from spawner.settings import VERSION
+from tests.support.hub import HubSession
+from tests.support.stack import Stack, docker
+
+SETTLE_SECONDS = 20
+
+
+@dataclass
+class Sample:
+    image: str
+    state: str
+    user: str
+    mib: float
+
+
+def container_mib(container_id: str) -> float:
+    usage = (
+        docker("stats", "--no-stream", "--format", "{{.MemUsage}}", container_id).stdout.split("/")[0].strip()
+    )
+    number = float(usage.rstrip("KMGiB"))
+    unit = usage[len(usage.rstrip("KMGiB")) :]
+    return number * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "B": 1 / 2**20}[unit]
+
+
+def user_container(stack: Stack, name: str) -> str:
+    selectors = [f"label=dshub.project={stack.project}", f"label=dshub.user={name}"]
+    out = docker("ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
+    return out.split()[0]
+
+
+def start_vscode(person: HubSession) -> None:
+    assert person.http.get(f"{person.base_url}/user/{person.name}/vscode/", timeout=120).status_code == 200
+    cookies = "; ".join(f"{c.name}={c.value}" for c in person.http.cookies if c.path.startswith("/user/"))
+    ws = websocket.create_connection(
+        f"{person.base_url.replace('http', 'ws', 1)}/user/{person.name}/vscode/"
+        f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false",
+        header=[f"Cookie: {cookies}"],
+        timeout=30,
+    )
+    ws.close()
+
+
+def measure_image(image: str, users: int) -> list[Sample]:
+    samples: list[Sample] = []
+    with tempfile.TemporaryDirectory(prefix="dshub-bench-") as workdir:
+        stack = Stack(Path(workdir), overrides={"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"})
+        try:
+            stack.up()
+            admin = HubSession(stack.url)
+            admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
+            people = []
+            for i in range(users):
+                name = f"bench{i}"
+                assert admin.api("POST", f"/users/{name}").status_code == 201
+                person = HubSession(stack.url)
+                person.sign_in(name, f"{name}-password")
+                person.start_server()
+                # The browser's first visit, so the Lab's server side is fully loaded.
+                person.http.get(f"{stack.url}/user/{name}/lab", timeout=60)
+                people.append(person)
+            time.sleep(SETTLE_SECONDS)
+            for person in people:
+                samples.append(
+                    Sample(image, "idle", person.name, container_mib(user_container(stack, person.name)))
+                )
+            if image == "datascience":
+                for person in people:
+                    start_vscode(person)
+                time.sleep(SETTLE_SECONDS)
+                for person in people:
+                    mib = container_mib(user_container(stack, person.name))
+                    samples.append(Sample(image, "idle, VS Code started", person.name, mib))
+        finally:
+            stack.destroy()
+    return samples
+
+
+def image_mib(image: str) -> float:
+    return int(docker("image", "inspect", "--format", "{{.Size}}", f"dshub/{image}:{VERSION}").stdout) / 2**20
+
+
+def run(users: int = 3) -> tuple[str, list[dict[str, object]]]:
+    samples = measure_image("lab", users) + measure_image("datascience", users)
+    by_state: dict[tuple[str, str], list[float]] = {}
+    for s in samples:
+        by_state.setdefault((s.image, s.state), []).append(s.mib)
+    baseline = statistics.median(by_state[("lab", "idle")])
+    lines = [
+        "## Footprint: idle memory of a user container, image sizes",
+        "",
+        f"Memory: docker stats (cgroup usage without page cache), median of {users} users per row, "
+        f"after {SETTLE_SECONDS} s idle. Baseline: the lab image in the same run.",
+        "",
+        "| image | state | median MiB | min-max MiB | ratio to lab idle |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for (image, state), values in by_state.items():
+        median = statistics.median(values)
+        spread = f"{min(values):.0f}-{max(values):.0f}"
+        lines.append(f"| {image} | {state} | {median:.0f} | {spread} | {median / baseline:.2f} |")
+    lines += ["", "| image | size MiB | ratio to lab |", "| --- | ---: | ---: |"]
+    lab_size = image_mib("lab")
+    for image in ("proxy", "hub", "lab", "datascience"):
+        size = image_mib(image)
+        lines.append(f"| dshub/{image} | {size:.0f} | {size / lab_size:.2f} |")
+    rows = [s.__dict__ for s in samples]
+    return "\n".join(lines) + "\n", rows

@@ -1,0 +1,93 @@
+"""From the JupyterLab launcher to VS Code and RStudio, in a real browser."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import screenshot
+from tests.support.hub import HubSession
+from tests.support.stack import Stack, docker
+
+pytestmark = pytest.mark.e2e
+
+NAME, PASSWORD = "cleo", "cleo-password"
+RSTUDIO_MISSING = (
+    "RStudio Server is not in the image: its vendor's download site is unreachable from this "
+    "build machine and no rstudio-server .deb was provided (see images/datascience/README.md)"
+)
+
+
+@pytest.fixture(scope="module")
+def lab_stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("ide-stack", numbered=True))
+    try:
+        stack.up()
+        admin = HubSession(stack.url)
+        admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
+        assert admin.api("POST", f"/users/{NAME}").status_code == 201
+        yield stack
+    finally:
+        stack.destroy()
+
+
+@pytest.fixture(scope="module")
+def lab_page(browser, lab_stack):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab_stack.url}/hub/login")
+    page.get_by_label("Username").fill(NAME)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{lab_stack.url}/user/{NAME}/lab*", timeout=180_000)
+    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    yield page
+    context.close()
+
+
+def user_container(stack):
+    out = docker(
+        "ps", "-q", "--filter", f"label=dshub.project={stack.project}", "--filter", f"label=dshub.user={NAME}"
+    )
+    return out.stdout.split()[0]
+
+
+def has_rserver(stack):
+    return (
+        docker("exec", user_container(stack), "sh", "-c", "command -v rserver", check=False).returncode == 0
+    )
+
+
+def test_launcher_shows_the_ides(lab_stack, lab_page):
+    expect(lab_page.locator(".jp-LauncherCard", has_text="VS Code")).to_be_visible()
+    rstudio_tiles = lab_page.locator(".jp-LauncherCard", has_text="RStudio")
+    expect(rstudio_tiles).to_have_count(1 if has_rserver(lab_stack) else 0)
+    screenshot(lab_page, "launcher-with-ides")
+
+
+def test_vscode_opens_on_the_users_files(lab_stack, lab_page):
+    docker("exec", user_container(lab_stack), "sh", "-c", "echo hello > /home/jovyan/from-the-pool.txt")
+    with lab_page.context.expect_page() as opened:
+        lab_page.locator(".jp-LauncherCard", has_text="VS Code").click()
+    editor = opened.value
+    editor.wait_for_url(re.compile(rf"{lab_stack.url}/user/{NAME}/vscode/"), timeout=120_000)
+    expect(editor.locator(".monaco-workbench")).to_be_visible(timeout=120_000)
+    expect(editor.get_by_role("treeitem", name="from-the-pool.txt")).to_be_visible(timeout=60_000)
+    screenshot(editor, "vscode-from-launcher")
+
+
+def test_rstudio_evaluates_in_its_console(lab_stack, lab_page):
+    if not has_rserver(lab_stack):
+        pytest.skip(RSTUDIO_MISSING)
+    with lab_page.context.expect_page() as opened:
+        lab_page.locator(".jp-LauncherCard", has_text="RStudio").click()
+    rstudio = opened.value
+    rstudio.wait_for_url(re.compile(rf"{lab_stack.url}/user/{NAME}/rstudio/"), timeout=120_000)
+    console = rstudio.locator("#rstudio_console_input")
+    expect(console).to_be_visible(timeout=120_000)
+    console.click()
+    rstudio.keyboard.type("1+1")
+    rstudio.keyboard.press("Enter")
+    expect(rstudio.locator("#rstudio_console_output")).to_contain_text("[1] 2")
+    screenshot(rstudio, "rstudio-from-launcher")

@@ -1,0 +1,222 @@
+"""The data-science image: R, Python with R cells, and VS Code through the user's server."""
+
+import json
+import re
+import uuid
+
+import pytest
+import requests
+import websocket
+
+from tests.support.hub import HubSession
+from tests.support.stack import docker
+
+pytestmark = pytest.mark.integration
+
+
+def sign_up(stack, name):
+    admin = HubSession(stack.url)
+    admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
+    assert admin.api("POST", f"/users/{name}").status_code == 201
+    person = HubSession(stack.url)
+    person.sign_in(name, f"{name}-password")
+    return person
+
+
+@pytest.fixture(scope="module")
+def people(stack):
+    ann, ben = sign_up(stack, "ann"), sign_up(stack, "ben")
+    for person in (ann, ben):
+        person.start_server()
+    yield ann, ben
+    for person in (ann, ben):
+        person.stop_server()
+
+
+def container_of(stack, name):
+    out = docker(
+        "ps", "-q", "--filter", f"label=dshub.project={stack.project}", "--filter", f"label=dshub.user={name}"
+    )
+    (cid,) = out.stdout.split()
+    return cid
+
+
+def rserver_present(stack):
+    probe = docker(
+        "run",
+        "--rm",
+        "--label",
+        f"dshub.project={stack.project}",
+        "--entrypoint",
+        "sh",
+        stack.settings.user_image,
+        "-c",
+        "command -v rserver",
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def test_default_image_is_datascience(stack):
+    assert stack.settings.user_image.startswith("dshub/datascience:")
+
+
+def test_server_proxy_lists_the_ides(stack, people):
+    ann, _ = people
+    info = ann.server_get("server-proxy/servers-info").json()
+    names = {server["name"] for server in info["server_processes"]}
+    assert "vscode" in names
+    assert ("rstudio" in names) == rserver_present(stack)
+
+
+def test_r_kernel_runs(people):
+    ann, _ = people
+    kernel_id = requests.post(
+        f"{ann.base_url}/user/ann/api/kernels",
+        headers={"Authorization": f"token {ann.token}"},
+        json={"name": "ir"},
+        timeout=60,
+    ).json()["id"]
+    kernel = ann.kernel(kernel_id)
+    try:
+        assert kernel.execute("1+1") == "[1] 2"
+        assert kernel.execute("R.version$major") == '[1] "4"'
+    finally:
+        kernel.close()
+
+
+def test_notebook_with_python_and_r_cells_runs(stack, people):
+    ann, _ = people
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "py",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": "import pandas as pd\ndf = pd.DataFrame({'x': [1, 2, 3]})\n%load_ext rpy2.ipython",
+            },
+            {
+                "cell_type": "code",
+                "id": "r",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": "%%R -i df -o total\ntotal <- sum(df$x) * 2",
+            },
+            {
+                "cell_type": "code",
+                "id": "back",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": "print(int(total[0]))",
+            },
+        ],
+    }
+    resp = requests.put(
+        f"{ann.base_url}/user/ann/api/contents/mixed.ipynb",
+        headers={"Authorization": f"token {ann.token}"},
+        json={"type": "notebook", "content": notebook},
+        timeout=30,
+    )
+    assert resp.status_code in (200, 201), resp.text
+    run = docker(
+        "exec",
+        container_of(stack, "ann"),
+        "dshub-entrypoint",
+        "jupyter",
+        "execute",
+        "--inplace",
+        "/home/jovyan/mixed.ipynb",
+    )
+    assert run.returncode == 0, run.stderr
+    done = json.loads((stack.pool / "users" / "ann" / "mixed.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for o in done["cells"][2]["outputs"])
+    assert text.strip() == "12"
+
+
+def is_loopback(hex_address):
+    # /proc/net/tcp spells IPv4 little-endian: 127.x.x.x ends in 7F (Docker's DNS is 127.0.0.11).
+    return (len(hex_address) == 8 and hex_address.endswith("7F")) or hex_address == "0" * 24 + "01000000"
+
+
+def reachable_listening_ports(container):
+    """TCP ports listening on a non-loopback address, from /proc/net/tcp{,6}."""
+    table = docker("exec", container, "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6").stdout
+    ports = set()
+    for row in table.splitlines():
+        fields = row.split()
+        if len(fields) > 3 and fields[3] == "0A":  # LISTEN
+            address, port = fields[1].rsplit(":", 1)
+            if not is_loopback(address):
+                ports.add(int(port, 16))
+    return ports
+
+
+def vscode_page(person, owner):
+    # The browser's way in: the user's cookie, through Traefik and the owner's Jupyter server.
+    return person.http.get(f"{person.base_url}/user/{owner}/vscode/", timeout=120)
+
+
+def test_vscode_serves_and_its_websocket_connects(people):
+    ann, _ = people
+    page = vscode_page(ann, "ann")
+    assert page.status_code == 200
+    assert "vscode-workbench-web-configuration" in page.text or "code-server" in page.text
+    cookies = "; ".join(f"{c.name}={c.value}" for c in ann.http.cookies if c.path.startswith("/user/ann"))
+    ws = websocket.create_connection(
+        f"{ann.base_url.replace('http', 'ws', 1)}/user/ann/vscode/"
+        f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false",
+        header=[f"Cookie: {cookies}"],
+        timeout=30,
+    )
+    try:
+        assert ws.connected
+    finally:
+        ws.close()
+
+
+def test_ides_are_private_to_their_user(stack, people):
+    ann, ben = people
+    assert vscode_page(ann, "ann").status_code == 200  # ann's code-server is running
+    # Through the edge: ben's cookie or token cannot reach ann's IDE.
+    assert vscode_page(ben, "ann").status_code == 403
+    resp = requests.get(
+        f"{ben.base_url}/user/ann/vscode/", headers={"Authorization": f"token {ben.token}"}, timeout=30
+    )
+    assert resp.status_code == 403
+    # Inside ann's container only the Jupyter server listens on a reachable TCP address
+    # (kernels listen on loopback); code-server is a unix socket.
+    ann_box = container_of(stack, "ann")
+    assert reachable_listening_ports(ann_box) == {8888}
+    sockets = docker("exec", ann_box, "sh", "-c", "cat /proc/net/unix").stdout
+    assert re.search(r"/tmp/\S+vscode\S*", sockets) or "code-server" in sockets
+    # From ben's container: ann's container offers nothing but the authenticated Jupyter port.
+    ann_ip = json.loads(docker("inspect", ann_box).stdout)[0]["NetworkSettings"]["Networks"][
+        stack.settings.network
+    ]["IPAddress"]
+    probe = (
+        "import socket\n"
+        "for port in (8080, 8787, 13434, 8888):\n"
+        "    s = socket.socket(); s.settimeout(2)\n"
+        f"    print(port, s.connect_ex(('{ann_ip}', port)) == 0)\n"
+    )
+    out = docker("exec", container_of(stack, "ben"), "python3", "-c", probe).stdout.split("\n")
+    assert [line for line in out if line.endswith("True")] == ["8888 True"]
+    direct = (
+        "import http.client\n"
+        f"c = http.client.HTTPConnection('{ann_ip}', 8888, timeout=10)\n"
+        "c.request('GET', '/user/ann/vscode/')\n"
+        "r = c.getresponse()\n"
+        "print(r.status, r.getheader('Location', ''))\n"
+    )
+    status, _, location = docker(
+        "exec", container_of(stack, "ben"), "python3", "-c", direct
+    ).stdout.partition(" ")
+    # Unauthenticated: sent to the hub to sign in, never served.
+    assert status == "302" and "/hub/api/oauth2/authorize" in location
