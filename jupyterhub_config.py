@@ -13,6 +13,9 @@ from spawner.datapool import DataPool
 from spawner.docker import DataPoolSpawner
 from spawner.proxy import DshubTraefikProxy
 from spawner.secrets import ensure_secret
+from spawner.sharing import HANDLERS as SHARING_HANDLERS
+from spawner.sharing import TEMPLATES
+from spawner.sharing import USER_ROLE as SHARING_USER_ROLE
 
 DATA_DIR = Path("/srv/dshub/data")  # volume: database, password db, secrets
 SECRETS_DIR = DATA_DIR / "secrets"
@@ -46,14 +49,20 @@ c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
 c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
 c.DshubTraefikProxy.traefik_entrypoint = "http"
 
-# -- the roster tool (make roster / make archive), a service with only what it needs
+# -- pages: sharing a server with classmates (/hub/sharing, shared servers on home)
+c.JupyterHub.template_paths = [str(TEMPLATES)]
+c.JupyterHub.extra_handlers = SHARING_HANDLERS
+
+# -- roles: users share their servers; the roster tool (make roster / make archive)
+# is a service with only the scopes it needs
 c.JupyterHub.services = [{"name": "dshub-roster", "api_token": ensure_secret(SECRETS_DIR, "roster-token")}]
 c.JupyterHub.load_roles = [
+    SHARING_USER_ROLE,
     {
         "name": "dshub-roster",
         "scopes": ["admin:users", "admin:groups", "admin:servers"],
         "services": ["dshub-roster"],
-    }
+    },
 ]
 
 # -- sign-in ----------------------------------------------------------------

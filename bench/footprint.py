@@ -13,11 +13,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import websocket
 
 from spawner.settings import VERSION
 from tests.support.hub import HubSession
@@ -43,22 +40,9 @@ def container_mib(container_id: str) -> float:
     return number * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "B": 1 / 2**20}[unit]
 
 
-def user_container(stack: Stack, name: str) -> str:
-    selectors = [f"label=dshub.project={stack.project}", f"label=dshub.user={name}"]
-    out = docker("ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
-    return out.split()[0]
-
-
 def start_vscode(person: HubSession) -> None:
     assert person.http.get(f"{person.base_url}/user/{person.name}/vscode/", timeout=120).status_code == 200
-    cookies = "; ".join(f"{c.name}={c.value}" for c in person.http.cookies if c.path.startswith("/user/"))
-    ws = websocket.create_connection(
-        f"{person.base_url.replace('http', 'ws', 1)}/user/{person.name}/vscode/"
-        f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false",
-        header=[f"Cookie: {cookies}"],
-        timeout=30,
-    )
-    ws.close()
+    person.vscode_websocket().close()
 
 
 def measure_image(image: str, users: int) -> list[Sample]:
@@ -67,14 +51,10 @@ def measure_image(image: str, users: int) -> list[Sample]:
         stack = Stack(Path(workdir), overrides={"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"})
         try:
             stack.up()
-            admin = HubSession(stack.url)
-            admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
             people = []
             for i in range(users):
                 name = f"bench{i}"
-                assert admin.api("POST", f"/users/{name}").status_code == 201
-                person = HubSession(stack.url)
-                person.sign_in(name, f"{name}-password")
+                person = stack.sign_up(name, f"{name}-password")
                 person.start_server()
                 # The browser's first visit, so the Lab's server side is fully loaded.
                 person.http.get(f"{stack.url}/user/{name}/lab", timeout=60)
@@ -82,14 +62,14 @@ def measure_image(image: str, users: int) -> list[Sample]:
             time.sleep(SETTLE_SECONDS)
             for person in people:
                 samples.append(
-                    Sample(image, "idle", person.name, container_mib(user_container(stack, person.name)))
+                    Sample(image, "idle", person.name, container_mib(stack.user_container(person.name)))
                 )
             if image == "datascience":
                 for person in people:
                     start_vscode(person)
                 time.sleep(SETTLE_SECONDS)
                 for person in people:
-                    mib = container_mib(user_container(stack, person.name))
+                    mib = container_mib(stack.user_container(person.name))
                     samples.append(Sample(image, "idle, VS Code started", person.name, mib))
         finally:
             stack.destroy()

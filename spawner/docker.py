@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockerspawner import DockerSpawner
-from traitlets import Dict, Instance, Integer, List, Unicode, default
+from traitlets import Instance, Integer, List, Unicode, default
 
 from .datapool import Account, DataPool, escape_name
 
@@ -72,22 +72,20 @@ def pool_mounts(
 class DataPoolSpawner(DockerSpawner):
     """Runs each user's container as their own uid with their pool folder as home.
 
-    The folder and uid come from :class:`~spawner.datapool.DataPool`; limits and
-    hardening are applied on top of (and win over) operator ``extra_*`` config.
+    The folder and uid come from :class:`~spawner.datapool.DataPool`. The uid, the
+    mounts, the labels and the hardening are derived at every start and replace
+    ``extra_create_kwargs``/``extra_host_config``: config cannot weaken them.
     """
 
     pool = Instance(DataPool, help="The data pool, set by jupyterhub_config.py.").tag(config=True)
     project = Unicode("dshub", help="Deployment name; value of the dshub.project label.").tag(config=True)
     pids_limit = Integer(512, help="Most processes in a user container.").tag(config=True)
-    extra_labels = Dict(help="More labels for user containers.").tag(config=True)
     group_folders = List(
         Unicode(), ["*"], help="Groups with a shared folder; '*' for all (DSHUB_GROUP_FOLDERS)."
     ).tag(config=True)
     instructors_group = Unicode("instructors", help="Group whose members may write the shared folder.").tag(
         config=True
     )
-
-    account = Instance(Account, allow_none=True)
 
     @property
     def escaped_name(self) -> str:
@@ -106,7 +104,6 @@ class DataPoolSpawner(DockerSpawner):
         loop = asyncio.get_running_loop()
         account = await loop.run_in_executor(None, self.pool.ensure_user, self.user.name)
         self.log.info("Pool folder of %s: %s (uid %d)", self.user.name, account.host_path, account.uid)
-        self.account = account
         groups = [group.name for group in self.user.groups]
         mounts = await loop.run_in_executor(
             None, pool_mounts, self.pool, account, groups, list(self.group_folders), self.instructors_group
@@ -119,12 +116,10 @@ class DataPoolSpawner(DockerSpawner):
                 self.user.name,
             )
         self.volumes = mounts.volumes
-        # These two are derived, not operator config: a per-user uid and hardening
-        # that config must not be able to weaken.
         self.extra_create_kwargs = {
             "user": f"{account.uid}:{account.gid}",
             "working_dir": HOME,
-            "labels": {**self.extra_labels, **container_labels(self.project, self.user.name, self.name)},
+            "labels": container_labels(self.project, self.user.name, self.name),
         }
         self.extra_host_config = {**hardened_host_config(self.pids_limit), "group_add": mounts.group_add}
         return await super().start()

@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from spawner import settings as dshub_settings
-from tests.support.stack import REPO, Stack, docker, free_port, sweep_test_leftovers
+from tests.support.stack import REPO, Stack, free_port, require_images, sweep_test_leftovers
 
 SCREENSHOTS = REPO / "build" / "screenshots"
 # Flags for a headless Chromium on a machine with no outside network (see .library env notes).
@@ -50,10 +49,7 @@ def screenshot(page, name: str) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _images():
-    for image in ("hub", "proxy", "lab", "oidc-dev"):
-        ref = f"dshub/{image}:{dshub_settings.VERSION}"
-        if docker("image", "inspect", ref, check=False).returncode:
-            pytest.fail(f"image {ref} is missing: run `make build build-dev` (make test does)")
+    require_images("hub", "proxy", "lab", "datascience", "oidc-dev")
     sweep_test_leftovers()
     yield
     sweep_test_leftovers()

@@ -46,16 +46,10 @@ def lab_page(browser, lab_stack):
     context.close()
 
 
-def user_container(stack):
-    out = docker(
-        "ps", "-q", "--filter", f"label=dshub.project={stack.project}", "--filter", f"label=dshub.user={NAME}"
-    )
-    return out.stdout.split()[0]
-
-
 def has_rserver(stack):
     return (
-        docker("exec", user_container(stack), "sh", "-c", "command -v rserver", check=False).returncode == 0
+        docker("exec", stack.user_container(NAME), "sh", "-c", "command -v rserver", check=False).returncode
+        == 0
     )
 
 
@@ -67,7 +61,7 @@ def test_launcher_shows_the_ides(lab_stack, lab_page):
 
 
 def test_vscode_opens_on_the_users_files(lab_stack, lab_page):
-    docker("exec", user_container(lab_stack), "sh", "-c", "echo hello > /home/jovyan/from-the-pool.txt")
+    docker("exec", lab_stack.user_container(NAME), "sh", "-c", "echo hello > /home/jovyan/from-the-pool.txt")
     with lab_page.context.expect_page() as opened:
         lab_page.locator(".jp-LauncherCard", has_text="VS Code").click()
     editor = opened.value

@@ -1,17 +1,13 @@
 import pytest
 
-from spawner import settings as dshub_settings
-from tests.support.stack import Stack, docker, sweep_test_leftovers
+from tests.support.stack import Stack, docker, require_images, sweep_test_leftovers
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _engine_and_images():
     if docker("info", check=False).returncode:
         pytest.fail("no Docker engine answers: `make test` starts one (scripts/engine.sh)")
-    for image in ("hub", "proxy", "lab"):
-        ref = f"dshub/{image}:{dshub_settings.VERSION}"
-        if docker("image", "inspect", ref, check=False).returncode:
-            pytest.fail(f"image {ref} is missing: run `make build` (make test does)")
+    require_images("hub", "proxy", "lab", "datascience")
     sweep_test_leftovers()
     yield
     sweep_test_leftovers()

@@ -51,14 +51,6 @@ def people(stack):
             person.stop_server()
 
 
-def run(person, code):
-    kernel = person.kernel(person.new_kernel())
-    try:
-        return kernel.execute(code)
-    finally:
-        kernel.close()
-
-
 def test_roster_import_is_idempotent_and_all_or_nothing(stack, people):
     again = roster(stack, "import", "-", stdin=ROSTER)
     assert again.returncode == 0 and again.stdout.strip().endswith("no changes")
@@ -76,38 +68,37 @@ def test_roster_import_is_idempotent_and_all_or_nothing(stack, people):
 
 def test_group_members_share_a_folder_and_outsiders_do_not_see_it(stack, people):
     ada, bob, olga = people["ada"], people["bob"], people["olga"]
-    run(ada, "open('groups/g1/plan.txt', 'w').write('from ada\\n')")
-    assert run(
-        bob, "open('groups/g1/plan.txt', 'a').write('and bob\\n'); open('groups/g1/plan.txt').read()"
-    ) == ("'from ada\\nand bob\\n'")
+    ada.run("open('groups/g1/plan.txt', 'w').write('from ada\\n')")
+    appended = bob.run(
+        "open('groups/g1/plan.txt', 'a').write('and bob\\n'); open('groups/g1/plan.txt').read()"
+    )
+    assert appended == "'from ada\\nand bob\\n'"
     on_host = stack.pool / "groups" / "g1" / "plan.txt"
     group_dir = os.stat(on_host.parent)
     assert stat.S_IMODE(group_dir.st_mode) == 0o2770
     assert os.stat(on_host).st_gid == group_dir.st_gid, "setgid folder: files belong to the group"
     assert os.stat(on_host).st_mode & 0o060 == 0o060, "created files stay group-writable"
-    assert run(olga, "import os; os.path.isdir('groups') and os.listdir('groups')") in ("False", "[]")
-    assert run(olga, "import os; os.path.exists('groups/g1')") == "False"
+    assert olga.run("import os; os.path.isdir('groups') and os.listdir('groups')") in ("False", "[]")
+    assert olga.run("import os; os.path.exists('groups/g1')") == "False"
 
 
 def test_shared_is_read_only_for_students_and_writable_for_instructors(people):
     ivan, ada = people["ivan"], people["ada"]
-    run(ivan, "open('shared/syllabus.md', 'w').write('week 1')")
-    assert run(ada, "open('shared/syllabus.md').read()") == "'week 1'"
-    refused = run(ada, "try:\n    open('shared/mine.txt', 'w')\nexcept OSError as e:\n    print(e.errno)")
+    ivan.run("open('shared/syllabus.md', 'w').write('week 1')")
+    assert ada.run("open('shared/syllabus.md').read()") == "'week 1'"
+    refused = ada.run("try:\n    open('shared/mine.txt', 'w')\nexcept OSError as e:\n    print(e.errno)")
     assert refused.strip() == "30"  # EROFS
 
 
 def test_a_user_sees_only_their_own_folders(stack, people):
-    ada_box = docker(
-        "ps", "-q", "--filter", f"label=dshub.project={stack.project}", "--filter", "label=dshub.user=ada"
-    ).stdout.split()[0]
+    ada_box = stack.user_container("ada")
     (spec,) = json.loads(docker("inspect", ada_box).stdout)
     sources = sorted(m["Source"] for m in spec["Mounts"])
     assert sources == sorted(
         [str(stack.pool / "users" / "ada"), str(stack.pool / "groups" / "g1"), str(stack.pool / "shared")]
     )
-    assert run(people["ada"], "import os; sorted(os.listdir('/home'))") == "['jovyan']"
-    assert run(people["ada"], "import os; os.access('/home/jovyan/../bob', os.F_OK)") == "False"
+    assert people["ada"].run("import os; sorted(os.listdir('/home'))") == "['jovyan']"
+    assert people["ada"].run("import os; os.access('/home/jovyan/../bob', os.F_OK)") == "False"
 
 
 def snapshot(*paths):
@@ -119,14 +110,14 @@ def test_planted_links_change_nothing_outside_on_restart_and_archive(stack, peop
     bob_home = stack.pool / "users" / "bob"
     watched = ["/etc", "/etc/passwd", bob_home, stack.pool / "groups" / "g1", stack.pool / "shared"]
     before = snapshot(*watched)
-    run(ada, f"import os; os.symlink('/etc', 'x'); os.symlink('{bob_home}', 'bob')")
+    ada.run(f"import os; os.symlink('/etc', 'x'); os.symlink('{bob_home}', 'bob')")
     ada.stop_server()
     # What ada could have done inside: her groups folder swapped for a link to /etc.
     home = stack.pool / "users" / "ada"
     os.rename(home / "groups", home / "groups.old")
     os.symlink("/etc", home / "groups")
     ada.start_server()
-    assert run(ada, "import os; os.readlink('groups')") == "'/etc'"
+    assert ada.run("import os; os.readlink('groups')") == "'/etc'"
     assert "Not mounting groups/g1 for ada" in stack.logs()
     ada.stop_server()
     assert snapshot(*watched) == before

@@ -2,43 +2,23 @@
 
 import json
 import re
-import uuid
 
 import pytest
 import requests
-import websocket
 
-from tests.support.hub import HubSession
 from tests.support.stack import docker
 
 pytestmark = pytest.mark.integration
 
 
-def sign_up(stack, name):
-    admin = HubSession(stack.url)
-    admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
-    assert admin.api("POST", f"/users/{name}").status_code == 201
-    person = HubSession(stack.url)
-    person.sign_in(name, f"{name}-password")
-    return person
-
-
 @pytest.fixture(scope="module")
 def people(stack):
-    ann, ben = sign_up(stack, "ann"), sign_up(stack, "ben")
+    ann, ben = stack.sign_up("ann", "ann-password"), stack.sign_up("ben", "ben-password")
     for person in (ann, ben):
         person.start_server()
     yield ann, ben
     for person in (ann, ben):
         person.stop_server()
-
-
-def container_of(stack, name):
-    out = docker(
-        "ps", "-q", "--filter", f"label=dshub.project={stack.project}", "--filter", f"label=dshub.user={name}"
-    )
-    (cid,) = out.stdout.split()
-    return cid
 
 
 def rserver_present(stack):
@@ -127,7 +107,7 @@ def test_notebook_with_python_and_r_cells_runs(stack, people):
     assert resp.status_code in (200, 201), resp.text
     run = docker(
         "exec",
-        container_of(stack, "ann"),
+        stack.user_container("ann"),
         "dshub-entrypoint",
         "jupyter",
         "execute",
@@ -168,13 +148,7 @@ def test_vscode_serves_and_its_websocket_connects(people):
     page = vscode_page(ann, "ann")
     assert page.status_code == 200
     assert "vscode-workbench-web-configuration" in page.text or "code-server" in page.text
-    cookies = "; ".join(f"{c.name}={c.value}" for c in ann.http.cookies if c.path.startswith("/user/ann"))
-    ws = websocket.create_connection(
-        f"{ann.base_url.replace('http', 'ws', 1)}/user/ann/vscode/"
-        f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false",
-        header=[f"Cookie: {cookies}"],
-        timeout=30,
-    )
+    ws = ann.vscode_websocket()
     try:
         assert ws.connected
     finally:
@@ -192,7 +166,7 @@ def test_ides_are_private_to_their_user(stack, people):
     assert resp.status_code == 403
     # Inside ann's container only the Jupyter server listens on a reachable TCP address
     # (kernels listen on loopback); code-server is a unix socket.
-    ann_box = container_of(stack, "ann")
+    ann_box = stack.user_container("ann")
     assert reachable_listening_ports(ann_box) == {8888}
     sockets = docker("exec", ann_box, "sh", "-c", "cat /proc/net/unix").stdout
     assert re.search(r"/tmp/\S+vscode\S*", sockets) or "code-server" in sockets
@@ -206,7 +180,7 @@ def test_ides_are_private_to_their_user(stack, people):
         "    s = socket.socket(); s.settimeout(2)\n"
         f"    print(port, s.connect_ex(('{ann_ip}', port)) == 0)\n"
     )
-    out = docker("exec", container_of(stack, "ben"), "python3", "-c", probe).stdout.split("\n")
+    out = docker("exec", stack.user_container("ben"), "python3", "-c", probe).stdout.split("\n")
     assert [line for line in out if line.endswith("True")] == ["8888 True"]
     direct = (
         "import http.client\n"
@@ -216,7 +190,7 @@ def test_ides_are_private_to_their_user(stack, people):
         "print(r.status, r.getheader('Location', ''))\n"
     )
     status, _, location = docker(
-        "exec", container_of(stack, "ben"), "python3", "-c", direct
+        "exec", stack.user_container("ben"), "python3", "-c", direct
     ).stdout.partition(" ")
     # Unauthenticated: sent to the hub to sign in, never served.
     assert status == "302" and "/hub/api/oauth2/authorize" in location

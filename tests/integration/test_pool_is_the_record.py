@@ -4,32 +4,13 @@ import os
 
 import pytest
 
-from tests.support.hub import HubSession
-
 pytestmark = pytest.mark.integration
 
 
-def sign_up(stack, name, password):
-    admin = HubSession(stack.url)
-    admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
-    assert admin.api("POST", f"/users/{name}").status_code == 201
-    person = HubSession(stack.url)
-    person.sign_in(name, password)
-    return person
-
-
-def run(person, code):
-    kernel = person.kernel(person.new_kernel())
-    try:
-        return kernel.execute(code)
-    finally:
-        kernel.close()
-
-
 def test_uid_and_files_survive_loss_of_the_hub_database(stack):
-    carol = sign_up(stack, "carol", "first password")
+    carol = stack.sign_up("carol", "first password")
     carol.start_server()
-    uid = int(run(carol, "import os; open('notes.txt', 'w').write('keep me'); os.getuid()"))
+    uid = int(carol.run("import os; open('notes.txt', 'w').write('keep me'); os.getuid()"))
     carol.stop_server()
     assert os.stat(stack.pool / "users" / "carol").st_uid == uid
 
@@ -37,14 +18,14 @@ def test_uid_and_files_survive_loss_of_the_hub_database(stack):
     stack.compose("down", "-v")
     stack.up()
 
-    carol = sign_up(stack, "carol", "a new password after the loss")
-    dave = sign_up(stack, "dave", "dave's password")
+    carol = stack.sign_up("carol", "a new password after the loss")
+    dave = stack.sign_up("dave", "dave's password")
     for person in (carol, dave):
         person.start_server()
     try:
-        assert run(carol, "import os; os.getuid()") == str(uid)
-        assert run(carol, "open('notes.txt').read()") == "'keep me'"
-        assert run(dave, "import os; os.getuid()") != str(uid)
+        assert carol.run("import os; os.getuid()") == str(uid)
+        assert carol.run("open('notes.txt').read()") == "'keep me'"
+        assert dave.run("import os; os.getuid()") != str(uid)
     finally:
         for person in (carol, dave):
             person.stop_server()

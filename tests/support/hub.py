@@ -95,6 +95,25 @@ class HubSession:
         assert resp.status_code == 201, resp.text
         return resp.json()["id"]
 
+    def run(self, code: str) -> str:
+        """Execute code in a fresh Python kernel of the user's own server."""
+        kernel = self.kernel(self.new_kernel())
+        try:
+            return kernel.execute(code)
+        finally:
+            kernel.close()
+
+    def vscode_websocket(self, owner: str | None = None) -> websocket.WebSocket:
+        """Open code-server's websocket through the edge, as the workbench does first."""
+        owner = owner or self.name
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies if c.path.startswith("/user/"))
+        return websocket.create_connection(
+            f"{self.base_url.replace('http', 'ws', 1)}/user/{owner}/vscode/"
+            f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false",
+            header=[f"Cookie: {cookies}"],
+            timeout=30,
+        )
+
     def kernel(self, kernel_id: str) -> Kernel:
         ws_url = self.base_url.replace("http://", "ws://", 1)
         return Kernel(

@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from spawner import settings as dshub_settings
+from tests.support.hub import HubSession
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PREFIX = "dshubt-"
@@ -34,6 +35,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def require_images(*names: str) -> None:
+    missing = [
+        n
+        for n in names
+        if docker("image", "inspect", f"dshub/{n}:{dshub_settings.VERSION}", check=False).returncode
+    ]
+    if missing:
+        raise RuntimeError(
+            f"image(s) {', '.join(missing)} missing: run `make build build-dev` (make test does)"
+        )
 
 
 def sweep_test_leftovers() -> None:
@@ -124,6 +137,21 @@ class Stack:
     def admin_password(self) -> str:
         secret = "/srv/dshub/data/secrets/admin-password"
         return self.compose("exec", "-T", "hub", "cat", secret).stdout.strip()
+
+    def sign_up(self, name: str, password: str) -> HubSession:
+        """The admin adds the user; the user's first sign-in sets the password."""
+        admin = HubSession(self.url)
+        admin.sign_in(self.settings.admin_users[0], self.admin_password())
+        assert admin.api("POST", f"/users/{name}").status_code == 201
+        person = HubSession(self.url)
+        person.sign_in(name, password)
+        return person
+
+    def user_container(self, name: str) -> str:
+        selectors = [f"label=dshub.project={self.project}", f"label=dshub.user={name}"]
+        out = docker("ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
+        (container,) = out.split()
+        return container
 
     def containers(self, role: str) -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]
