@@ -1,26 +1,24 @@
 """dshub's JupyterHub configuration: read settings, wire the parts together.
 
 Every value comes from spawner.settings (validated, from .env); the logic lives in
-the spawner package. Paths below are where compose mounts things in the hub container.
+the spawner package; spawner.layout says where compose mounts things.
 """
 
 import sys
-from pathlib import Path
 
+from spawner import roster
 from spawner import settings as dshub_settings
 from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
 from spawner.docker import DataPoolSpawner
+from spawner.layout import DATA_DIR, RULES_FILE, secrets_dir
 from spawner.proxy import DshubTraefikProxy
 from spawner.secrets import ensure_secret
 from spawner.sharing import HANDLERS as SHARING_HANDLERS
 from spawner.sharing import TEMPLATES
 from spawner.sharing import USER_ROLE as SHARING_USER_ROLE
 
-DATA_DIR = Path("/srv/dshub/data")  # volume: database, password db, secrets
-SECRETS_DIR = DATA_DIR / "secrets"
-POOL_DIR = Path("/srv/dshub/pool")  # the host pool, bind-mounted
-RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"  # volume shared with Traefik
+SECRETS_DIR = secrets_dir()
 
 try:
     settings = dshub_settings.load()
@@ -55,15 +53,9 @@ c.JupyterHub.extra_handlers = SHARING_HANDLERS
 
 # -- roles: users share their servers; the roster tool (make roster / make archive)
 # is a service with only the scopes it needs
-c.JupyterHub.services = [{"name": "dshub-roster", "api_token": ensure_secret(SECRETS_DIR, "roster-token")}]
-c.JupyterHub.load_roles = [
-    SHARING_USER_ROLE,
-    {
-        "name": "dshub-roster",
-        "scopes": ["admin:users", "admin:groups", "admin:servers"],
-        "services": ["dshub-roster"],
-    },
-]
+roster_service, roster_role = roster.hub_service(SECRETS_DIR)
+c.JupyterHub.services = [roster_service]
+c.JupyterHub.load_roles = [SHARING_USER_ROLE, roster_role]
 
 # -- sign-in ----------------------------------------------------------------
 auth = authenticator_config(settings, DATA_DIR)
@@ -73,14 +65,7 @@ c.DataPoolSpawner.update(auth.spawner_traits)
 
 # -- user servers -----------------------------------------------------------
 c.JupyterHub.spawner_class = DataPoolSpawner
-c.DataPoolSpawner.pool = DataPool(
-    root=POOL_DIR,
-    host_root=settings.pool_dir,
-    uid_min=settings.uid_min,
-    uid_max=settings.uid_max,
-    gid_min=settings.gid_min,
-    gid_max=settings.gid_max,
-)
+c.DataPoolSpawner.pool = DataPool.from_settings(settings)
 c.DataPoolSpawner.group_folders = list(settings.group_folders)
 c.DataPoolSpawner.instructors_group = settings.instructors_group
 c.DataPoolSpawner.project = settings.project

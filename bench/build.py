@@ -6,37 +6,14 @@ the other in the same run; packages come from the registries as on a fresh machi
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
-from spawner import settings as dshub_settings
-from tests.support.stack import REPO
+from tests.support.stack import REPO, compose
 
 
 def build_seconds(service: str, profile: str) -> float:
-    settings_file = REPO / "build" / "settings.env"
-    env = {**os.environ, "dshub_tag": dshub_settings.VERSION, "dshub_settings_file": str(settings_file)}
     started = time.monotonic()
-    subprocess.run(
-        [
-            str(REPO / ".venv" / "bin" / "docker-compose"),
-            "--project-directory",
-            str(REPO / "compose"),
-            "-f",
-            str(REPO / "compose" / "compose.yaml"),
-            "--env-file",
-            str(settings_file),
-            "--profile",
-            profile,
-            "build",
-            "--no-cache",
-            service,
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    compose(REPO / "build" / "settings.env", "--profile", profile, "build", "--no-cache", service)
     return time.monotonic() - started
 
 

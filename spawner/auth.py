@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import oauth
+from .layout import secrets_dir
 from .localauth import BuiltinUserListAuthenticator
 from .secrets import ensure_secret
 from .settings import Settings
@@ -36,7 +37,7 @@ def authenticator_config(settings: Settings, data_dir: Path) -> AuthConfig:
             {
                 "admin_users": set(settings.admin_users),
                 "dbm_path": str(data_dir / "passwords.dbm"),
-                "initial_admin_password": ensure_secret(data_dir / "secrets", "admin-password", nbytes=12),
+                "initial_admin_password": ensure_secret(secrets_dir(data_dir), "admin-password", nbytes=12),
             },
         )
     cls, service = PROVIDERS[settings.authenticator]

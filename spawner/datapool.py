@@ -26,8 +26,14 @@ import string
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from escapism import escape
+
+from .layout import POOL_DIR
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 # Longer escaped names are cut and suffixed with a hash, keeping paths and container
 # names short. Escaping never yields "--" (a "-" is always followed by two hex
@@ -106,6 +112,18 @@ class DataPool:
         # folder" atomic across its executor threads.
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path = POOL_DIR) -> DataPool:
+        """The pool as the hub container mounts it, with the configured id ranges."""
+        return cls(
+            root=root,
+            host_root=settings.pool_dir,
+            uid_min=settings.uid_min,
+            uid_max=settings.uid_max,
+            gid_min=settings.gid_min,
+            gid_max=settings.gid_max,
+        )
+
     def __deepcopy__(self, memo: dict[int, object]) -> DataPool:
         # traitlets deep-copies config values into each spawner; all spawners must
         # share one pool, or each would get its own lock and could hand out one uid twice.
@@ -122,7 +140,7 @@ class DataPool:
                 ids = self._existing_owner(users_fd, entry)
                 if ids is None:
                     uid = self._free_uid(users_fd)
-                    self._make_private_dir(users_fd, entry, uid, uid)
+                    self._make_dir(users_fd, entry, uid, uid, 0o700)
                     ids = (uid, uid)
         return Account(
             name=username,
@@ -140,8 +158,7 @@ class DataPool:
                 gid = self._existing_group(groups_fd, entry)
                 if gid is None:
                     gid = self._free_id(groups_fd, self.gid_min, self.gid_max, "DSHUB_GID_MIN/DSHUB_GID_MAX")
-                    os.mkdir(entry, mode=0o700, dir_fd=groups_fd)
-                    self._own(groups_fd, entry, 0, gid, 0o2770)
+                    self._make_dir(groups_fd, entry, 0, gid, 0o2770)
         return GroupFolder(
             name=group,
             escaped=entry,
@@ -152,15 +169,9 @@ class DataPool:
 
     def ensure_shared(self, instructors_gid: int) -> Path:
         """``<pool>/shared``: readable by everyone, writable by the instructors' gid. Host path."""
-        root_fd = os.open(self._ensure_root(), _DIR_FLAGS)
-        try:
-            try:
-                os.mkdir("shared", mode=0o700, dir_fd=root_fd)
-            except FileExistsError:
-                pass
+        self._ensure_dir(self.root, "shared", mode=0o700)
+        with self._open_dir(self.root) as root_fd:
             self._own(root_fd, "shared", 0, instructors_gid, 0o2775)
-        finally:
-            os.close(root_fd)
         return self.host_root / "shared"
 
     def ensure_mountpoints(self, account: Account, relpaths: list[str]) -> list[str]:
@@ -227,27 +238,32 @@ class DataPool:
         finally:
             os.close(fd)
 
-    def _existing_group(self, groups_fd: int, entry: str) -> int | None:
-        try:
-            st = os.stat(entry, dir_fd=groups_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISDIR(st.st_mode):
-            raise PoolError(f"groups/{entry} in the pool is not a directory: an admin must move it away")
-        if st.st_gid < 1000 or st.st_gid in _RESERVED_IDS:
-            raise PoolError(f"groups/{entry} in the pool has gid {st.st_gid}, a system group: chgrp it")
-        return st.st_gid
-
-    def _existing_owner(self, parent_fd: int, entry: str) -> tuple[int, int] | None:
+    @staticmethod
+    def _existing_dir(parent_fd: int, where: str, entry: str) -> os.stat_result | None:
+        """The entry's stat; None if absent; an error if it is a link or a file."""
         try:
             st = os.stat(entry, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
         if not stat.S_ISDIR(st.st_mode):
             raise PoolError(
-                f"users/{entry} in the pool is not a directory (a link or a file): "
-                "an admin must move it away before this user can start a server"
+                f"{where}/{entry} in the pool is not a directory (a link or a file): "
+                "an admin must move it away before it can be used"
             )
+        return st
+
+    def _existing_group(self, groups_fd: int, entry: str) -> int | None:
+        st = self._existing_dir(groups_fd, "groups", entry)
+        if st is None:
+            return None
+        if st.st_gid < 1000 or st.st_gid in _RESERVED_IDS:
+            raise PoolError(f"groups/{entry} in the pool has gid {st.st_gid}, a system group: chgrp it")
+        return st.st_gid
+
+    def _existing_owner(self, parent_fd: int, entry: str) -> tuple[int, int] | None:
+        st = self._existing_dir(parent_fd, "users", entry)
+        if st is None:
+            return None
         if st.st_uid < 1000 or st.st_uid in _RESERVED_IDS:
             raise PoolError(
                 f"users/{entry} in the pool is owned by uid {st.st_uid}, a system account: "
@@ -281,9 +297,10 @@ class DataPool:
         raise PoolError(f"no free id left in {low}..{high}: widen {settings}")
 
     @classmethod
-    def _make_private_dir(cls, parent_fd: int, entry: str, uid: int, gid: int) -> None:
+    def _make_dir(cls, parent_fd: int, entry: str, uid: int, gid: int, mode: int) -> None:
+        # Created 0700 so nobody can get in before it has its owner and final mode.
         os.mkdir(entry, mode=0o700, dir_fd=parent_fd)
-        cls._own(parent_fd, entry, uid, gid, 0o700)
+        cls._own(parent_fd, entry, uid, gid, mode)
 
     @staticmethod
     def _own(parent_fd: int, entry: str, uid: int, gid: int, mode: int) -> None:
@@ -294,10 +311,6 @@ class DataPool:
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
-
-    def _ensure_root(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self.root
 
     @staticmethod
     def _ensure_dir(root: Path, entry: str, mode: int) -> Path:

@@ -54,6 +54,12 @@ def verified_claim(claim: str) -> Callable[[dict[str, Any]], str]:
     return username
 
 
+def unreachable(handler: Any, error: BaseException) -> web.HTTPError:
+    """The 503 page for a provider the hub cannot reach; the cause goes to the log."""
+    handler.log.warning("Sign-in service unreachable (%s): %s", handler.request.path, error)
+    return web.HTTPError(503, UNREACHABLE.format(service=handler.authenticator.login_service))
+
+
 class ReachabilityCheckedLoginHandler(OAuthLoginHandler):
     """Checks the provider over the back channel before sending the browser there."""
 
@@ -61,8 +67,7 @@ class ReachabilityCheckedLoginHandler(OAuthLoginHandler):
         try:
             await self.authenticator.discover()
         except Exception as error:
-            self.log.warning("Sign-in service unreachable: %s", error)
-            raise web.HTTPError(503, UNREACHABLE.format(service=self.authenticator.login_service)) from None
+            raise unreachable(self, error) from None
         super().get()
 
 
@@ -84,8 +89,7 @@ class ReachabilityCheckedCallbackHandler(OAuthCallbackHandler):
         except (OSError, TimeoutError, HTTPClientError) as error:
             if isinstance(error, HTTPClientError) and error.code != 599:
                 raise
-            self.log.warning("Sign-in service unreachable at callback: %s", error)
-            raise web.HTTPError(503, UNREACHABLE.format(service=self.authenticator.login_service)) from None
+            raise unreachable(self, error) from None
 
 
 class IdPLogoutHandler(OAuthLogoutHandler):

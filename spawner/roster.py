@@ -29,11 +29,23 @@ import requests
 
 from . import settings as dshub_settings
 from .datapool import DataPool
+from .layout import secrets_dir
+from .secrets import ensure_secret
 
 ROLES = ("student", "instructor", "admin")
-SECRETS_DIR = Path("/srv/dshub/data/secrets")
-POOL_DIR = Path("/srv/dshub/pool")
-TOKEN_FILE = "roster-token"  # noqa: S105 -- a file name, not a secret
+SERVICE = "dshub-roster"
+TOKEN_SECRET = "roster-token"  # noqa: S105 -- the secret's file name, not a secret
+
+
+def hub_service(secrets: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The roster's hub service and its role: only the scopes it needs."""
+    service = {"name": SERVICE, "api_token": ensure_secret(secrets, TOKEN_SECRET)}
+    role = {
+        "name": SERVICE,
+        "scopes": ["admin:users", "admin:groups", "admin:servers"],
+        "services": [SERVICE],
+    }
+    return service, role
 
 
 @dataclass(frozen=True)
@@ -169,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = dshub_settings.load()
-    token = (SECRETS_DIR / TOKEN_FILE).read_text().strip()
-    hub = Hub(args.api_url, token)
+    hub = Hub(args.api_url, ensure_secret(secrets_dir(), TOKEN_SECRET))
     try:
         if args.command == "import":
             text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
@@ -181,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             changes = [] if args.dry_run else apply(roster, hub)
             print(f"{len(roster.members)} row(s) valid" + (" (dry run)" if args.dry_run else ""))
         else:
-            pool = DataPool(POOL_DIR, settings.pool_dir, settings.uid_min, settings.uid_max)
             name = args.name.strip().lower()
-            changes = archive(name, hub, pool, args.remove_from_hub, datetime.date.today())
+            changes = archive(
+                name, hub, DataPool.from_settings(settings), args.remove_from_hub, datetime.date.today()
+            )
     except (RuntimeError, OSError) as error:
         print(f"dshub: {error}", file=sys.stderr)
         return 1

@@ -155,6 +155,9 @@ def _secret(name: str, raw: str) -> str:
     return raw
 
 
+# uids and gids: never a system id, always a valid Linux id.
+_ID = _int(1000, 2**31 - 2)
+
 # JupyterHub lowercases usernames; the admin must be a name a person can type.
 USERNAME_PATTERN = r"[a-z0-9][a-z0-9._@-]{0,63}"
 IMAGE_PATTERN = r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?"
@@ -358,25 +361,25 @@ SETTINGS: tuple[Setting, ...] = (
         "20000",
         "Lowest uid (and gid) given to a user. Each user gets their own, recorded as "
         "the owner of <pool>/users/<name>.",
-        _int(1000, 2**31 - 2),
+        _ID,
     ),
     Setting(
         "DSHUB_UID_MAX",
         "59999",
         "Highest uid (and gid) given to a user.",
-        _int(1000, 2**31 - 2),
+        _ID,
     ),
     Setting(
         "DSHUB_GID_MIN",
         "60000",
         "Lowest gid given to a group folder; the range must not overlap the users' uid range.",
-        _int(1000, 2**31 - 2),
+        _ID,
     ),
     Setting(
         "DSHUB_GID_MAX",
         "64999",
         "Highest gid given to a group folder.",
-        _int(1000, 2**31 - 2),
+        _ID,
     ),
     Setting(
         "DSHUB_GROUP_FOLDERS",

@@ -46,17 +46,10 @@ def lab_page(browser, lab_stack):
     context.close()
 
 
-def has_rserver(stack):
-    return (
-        docker("exec", stack.user_container(NAME), "sh", "-c", "command -v rserver", check=False).returncode
-        == 0
-    )
-
-
 def test_launcher_shows_the_ides(lab_stack, lab_page):
     expect(lab_page.locator(".jp-LauncherCard", has_text="VS Code")).to_be_visible()
     rstudio_tiles = lab_page.locator(".jp-LauncherCard", has_text="RStudio")
-    expect(rstudio_tiles).to_have_count(1 if has_rserver(lab_stack) else 0)
+    expect(rstudio_tiles).to_have_count(1 if lab_stack.has_rserver() else 0)
     screenshot(lab_page, "launcher-with-ides")
 
 
@@ -72,7 +65,7 @@ def test_vscode_opens_on_the_users_files(lab_stack, lab_page):
 
 
 def test_rstudio_evaluates_in_its_console(lab_stack, lab_page):
-    if not has_rserver(lab_stack):
+    if not lab_stack.has_rserver():
         pytest.skip(RSTUDIO_MISSING)
     with lab_page.context.expect_page() as opened:
         lab_page.locator(".jp-LauncherCard", has_text="RStudio").click()

@@ -7,7 +7,6 @@ import requests
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import screenshot
-from tests.support.stack import docker
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +27,6 @@ def hub_api(page, stack, path):
     return resp.json()
 
 
-def user_containers(stack, name):
-    out = docker(
-        "ps", "-q", "--filter", f"label=dshub.project={stack.project}", "--filter", f"label=dshub.user={name}"
-    )
-    return out.stdout.split()
-
-
 def test_student_signs_in_and_lands_in_their_own_lab(page, oidc_stack):
     page.goto(oidc_stack.url)
     page.wait_for_url("**/hub/login*")
@@ -48,7 +40,7 @@ def test_student_signs_in_and_lands_in_their_own_lab(page, oidc_stack):
     assert me["name"] == "ada"
     assert sorted(me["groups"]) == ["g1", "students"]
     assert me["admin"] is False
-    assert len(user_containers(oidc_stack, "ada")) == 1
+    assert len(oidc_stack.user_containers("ada")) == 1
 
 
 def test_outsider_gets_a_clear_403_and_no_container(page, oidc_stack):
@@ -56,7 +48,7 @@ def test_outsider_gets_a_clear_403_and_no_container(page, oidc_stack):
     page.wait_for_url(f"{oidc_stack.url}/hub/oauth_callback*")
     expect(page.get_by_role("heading", name=re.compile("403 : Your account is not allowed"))).to_be_visible()
     screenshot(page, "outsider-403")
-    assert user_containers(oidc_stack, "eve") == []
+    assert oidc_stack.user_containers("eve") == []
     logs = oidc_stack.compose("logs", "--no-color", "hub").stdout
     assert "Refused sign-in of eve: not an allowed user nor in an allowed group" in logs
 

@@ -1,7 +1,6 @@
 """The data-science image: R, Python with R cells, and VS Code through the user's server."""
 
 import json
-import re
 
 import pytest
 import requests
@@ -21,22 +20,6 @@ def people(stack):
         person.stop_server()
 
 
-def rserver_present(stack):
-    probe = docker(
-        "run",
-        "--rm",
-        "--label",
-        f"dshub.project={stack.project}",
-        "--entrypoint",
-        "sh",
-        stack.settings.user_image,
-        "-c",
-        "command -v rserver",
-        check=False,
-    )
-    return probe.returncode == 0
-
-
 def test_default_image_is_datascience(stack):
     assert stack.settings.user_image.startswith("dshub/datascience:")
 
@@ -46,7 +29,7 @@ def test_server_proxy_lists_the_ides(stack, people):
     info = ann.server_get("server-proxy/servers-info").json()
     names = {server["name"] for server in info["server_processes"]}
     assert "vscode" in names
-    assert ("rstudio" in names) == rserver_present(stack)
+    assert ("rstudio" in names) == stack.has_rserver()
 
 
 def test_r_kernel_runs(people):
@@ -168,8 +151,11 @@ def test_ides_are_private_to_their_user(stack, people):
     # (kernels listen on loopback); code-server is a unix socket.
     ann_box = stack.user_container("ann")
     assert reachable_listening_ports(ann_box) == {8888}
-    sockets = docker("exec", ann_box, "sh", "-c", "cat /proc/net/unix").stdout
-    assert re.search(r"/tmp/\S+vscode\S*", sockets) or "code-server" in sockets
+    # code-server's own command line names the socket it listens on, and the kernel has it open.
+    cmdline = docker("exec", ann_box, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' '\\n'").stdout
+    (socket_path,) = {line.split("=", 1)[1] for line in cmdline.splitlines() if line.startswith("--socket=")}
+    assert socket_path.startswith("/tmp/jupyter-server-proxy-")
+    assert socket_path in docker("exec", ann_box, "cat", "/proc/net/unix").stdout
     # From ben's container: ann's container offers nothing but the authenticated Jupyter port.
     ann_ip = json.loads(docker("inspect", ann_box).stdout)[0]["NetworkSettings"]["Networks"][
         stack.settings.network

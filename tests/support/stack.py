@@ -37,6 +37,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def compose(
+    settings_file: Path,
+    *args: str,
+    extra_files: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+    check: bool = True,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`docker compose` on the project's compose files with a rendered settings file, as make runs it."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
+        "dshub_tag": dshub_settings.VERSION,
+        "dshub_settings_file": str(settings_file),
+        **(extra_env or {}),
+    }
+    files = ("compose.yaml", *extra_files)
+    cmd = [
+        str(COMPOSE_BIN),
+        "--project-directory",
+        str(REPO / "compose"),
+        *(arg for name in files for arg in ("-f", str(REPO / "compose" / name))),
+        "--env-file",
+        str(settings_file),
+        *args,
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, input=stdin)
+    if check and result.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
 def require_images(*names: str) -> None:
     missing = [
         n
@@ -94,27 +125,14 @@ class Stack:
     def compose(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
-            "dshub_tag": dshub_settings.VERSION,
-            "dshub_settings_file": str(self.settings_file),
-            **self.extra_env,
-        }
-        cmd = [
-            str(COMPOSE_BIN),
-            "--project-directory",
-            str(REPO / "compose"),
-            "-f",
-            str(REPO / "compose" / "compose.yaml"),
-            *(arg for name in self.extra_files for arg in ("-f", str(REPO / "compose" / name))),
-            "--env-file",
-            str(self.settings_file),
+        return compose(
+            self.settings_file,
             *args,
-        ]
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, input=stdin)
-        if check and result.returncode:
-            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+            extra_files=self.extra_files,
+            extra_env=self.extra_env,
+            check=check,
+            stdin=stdin,
+        )
 
     def up(self) -> None:
         self.compose("up", "-d", "--wait")
@@ -147,11 +165,22 @@ class Stack:
         person.sign_in(name, password)
         return person
 
-    def user_container(self, name: str) -> str:
+    def user_containers(self, name: str) -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.user={name}"]
-        out = docker("ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
-        (container,) = out.split()
+        return docker("ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))).stdout.split()
+
+    def user_container(self, name: str) -> str:
+        (container,) = self.user_containers(name)
         return container
+
+    def has_rserver(self) -> bool:
+        """Whether the user image has RStudio Server (only when its vendor's site was reachable)."""
+        probe = docker(
+            "run", "--rm", "--label", f"dshub.project={self.project}", "--entrypoint", "sh",
+            self.settings.user_image, "-c", "command -v rserver",
+            check=False,
+        )  # fmt: skip
+        return probe.returncode == 0
 
     def containers(self, role: str) -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]

@@ -1,0 +1,11 @@
+"""Where compose/compose.yaml mounts things in the hub container."""
+
+from pathlib import Path
+
+DATA_DIR = Path("/srv/dshub/data")  # volume: database, password db, secrets
+POOL_DIR = Path("/srv/dshub/pool")  # the host pool, bind-mounted
+RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"  # volume shared with Traefik
+
+
+def secrets_dir(data_dir: Path = DATA_DIR) -> Path:
+    return data_dir / "secrets"
