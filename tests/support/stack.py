@@ -1,8 +1,9 @@
 """A real dshub stack for tests: its own compose project, port, pool and network.
 
 Everything it creates carries the label dshub.project=<project> with a project
-name starting with TEST_PREFIX, so teardown (and the sweep of leftovers from an
-interrupted run) removes exactly what tests made, never anything else.
+name TEST_PREFIX<pid>-<random>, so teardown (and the sweep of leftovers from an
+interrupted run) removes exactly what tests made, never anything else, and never
+the stacks of another test run that is still going (its pid is alive).
 """
 
 from __future__ import annotations
@@ -80,8 +81,26 @@ def require_images(*names: str) -> None:
         )
 
 
+def _owner_is_gone(project: str) -> bool:
+    """Whether the test run that made this project has ended (its pid is in the name)."""
+    owner = project.removeprefix(TEST_PREFIX).split("-", 1)[0]
+    if not owner.isdigit():
+        return True  # made before names carried the pid
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
 def sweep_test_leftovers() -> None:
-    """Remove containers, networks and volumes of earlier, interrupted test runs."""
+    """Remove containers, networks and volumes of earlier test runs that were interrupted.
+
+    Stacks of this run and of other test runs still alive (e.g. a second clone
+    testing in parallel) are left alone.
+    """
     for kind, ls in (
         ("container", ["ps", "-a"]),
         ("network", ["network", "ls"]),
@@ -92,7 +111,8 @@ def sweep_test_leftovers() -> None:
         for line in out.splitlines():
             row = json.loads(line)
             labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
-            if labels.get("dshub.project", "").startswith(TEST_PREFIX):
+            project = labels.get("dshub.project", "")
+            if project.startswith(TEST_PREFIX) and _owner_is_gone(project):
                 names.append(row.get("ID") if kind == "container" else row.get("Name"))
         if names:
             rm = ["rm", "-f"] if kind == "container" else [kind, "rm"]
@@ -106,7 +126,7 @@ class Stack:
     # Extra compose files (e.g. compose/dev-oidc.yaml) and the variables they read.
     extra_files: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
-    project: str = field(default_factory=lambda: TEST_PREFIX + uuid.uuid4().hex[:8])
+    project: str = field(default_factory=lambda: f"{TEST_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
