@@ -6,6 +6,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from spawner import settings as dshub_settings
 from tests.e2e.conftest import screenshot
 from tests.support.hub import HubSession
 from tests.support.stack import Stack
@@ -18,7 +19,7 @@ def share_stack(tmp_path_factory):
     # The lean image keeps this test about sharing, not about the IDEs.
     stack = Stack(
         tmp_path_factory.mktemp("share-stack", numbered=True),
-        overrides={"DSHUB_USER_IMAGE": "dshub/lab:0.1.0"},
+        overrides={"DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}"},
     )
     try:
         stack.up()

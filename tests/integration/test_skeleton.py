@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from spawner import settings as dshub_settings
 from tests.support.hub import HubSession, SignInRefused
 from tests.support.stack import docker
 
@@ -183,5 +184,5 @@ def test_secrets_are_private_and_never_logged(stack, admin):
     logs = stack.compose("logs", "--no-color", "hub", "proxy").stdout
     assert logs and not [v for v in values if v in logs]
     for image in ("hub", "proxy", "lab", "datascience"):
-        history = docker("history", "--no-trunc", f"dshub/{image}:0.1.0").stdout
+        history = docker("history", "--no-trunc", f"dshub/{image}:{dshub_settings.VERSION}").stdout
         assert not [v for v in values if v in history]
