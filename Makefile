@@ -18,7 +18,7 @@ HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps roster archive admin-password
+.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -89,6 +89,9 @@ logs: settings ## follow the hub's and Traefik's logs
 ps: settings ## list this deployment's containers, user servers included
 	@$(LOAD_SETTINGS); docker ps -a --filter "label=dshub.project=$$DSHUB_PROJECT" \
 	  --format 'table {{.Names}}\t{{.Status}}\t{{.Label "dshub.role"}}\t{{.Label "dshub.user"}}'
+
+usage: settings ## running user servers with their profile, CPU, memory, disk and GPUs
+	@$(HUB_EXEC) python3 -m spawner.usage
 
 roster: settings ## import a class list: make roster FILE=class.csv (username,groups,role)
 	@test -n "$(FILE)" || { echo "usage: make roster FILE=class.csv"; exit 2; }

@@ -6,12 +6,14 @@ the spawner package; spawner.layout says where compose mounts things.
 
 import sys
 
-from spawner import roster
+from spawner import culling, roster
 from spawner import settings as dshub_settings
 from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
 from spawner.docker import DataPoolSpawner
-from spawner.layout import DATA_DIR, RULES_FILE, secrets_dir
+from spawner.gpus import GpuAssignments
+from spawner.layout import CONFIG_DIR, DATA_DIR, RULES_FILE, secrets_dir
+from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
 from spawner.proxy import DshubTraefikProxy
 from spawner.secrets import ensure_secret
 from spawner.sharing import HANDLERS as SHARING_HANDLERS
@@ -22,7 +24,8 @@ SECRETS_DIR = secrets_dir()
 
 try:
     settings = dshub_settings.load()
-except dshub_settings.SettingsError as error:
+    profiles = ProfilesFile(CONFIG_DIR / PROFILES_FILE_NAME, Defaults.from_settings(settings))
+except (dshub_settings.SettingsError, ProfileError) as error:
     sys.exit(f"dshub: {error}")
 
 c = get_config()  # noqa: F821 -- provided by JupyterHub when it loads this file
@@ -52,10 +55,13 @@ c.JupyterHub.template_paths = [str(TEMPLATES)]
 c.JupyterHub.extra_handlers = SHARING_HANDLERS
 
 # -- roles: users share their servers; the roster tool (make roster / make archive)
-# is a service with only the scopes it needs
-roster_service, roster_role = roster.hub_service(SECRETS_DIR)
-c.JupyterHub.services = [roster_service]
-c.JupyterHub.load_roles = [SHARING_USER_ROLE, roster_role]
+# and the idle culler are services with only the scopes they need
+services = [
+    roster.hub_service(SECRETS_DIR),
+    culling.hub_service(settings.cull_idle_timeout, settings.cull_max_age),
+]
+c.JupyterHub.services = [service for service, _ in filter(None, services)]
+c.JupyterHub.load_roles = [SHARING_USER_ROLE, *(role for _, role in filter(None, services))]
 
 # -- sign-in ----------------------------------------------------------------
 auth = authenticator_config(settings, DATA_DIR)
@@ -63,20 +69,23 @@ c.JupyterHub.authenticator_class = auth.cls
 c[auth.cls.__name__].update(auth.traits)
 c.DataPoolSpawner.update(auth.spawner_traits)
 
-# -- user servers -----------------------------------------------------------
+# -- user servers: image and limits come from the profile the user chose -----
 c.JupyterHub.spawner_class = DataPoolSpawner
 c.DataPoolSpawner.pool = DataPool.from_settings(settings)
+c.DataPoolSpawner.profiles = profiles
+c.DataPoolSpawner.gpu_assignments = GpuAssignments()
 c.DataPoolSpawner.group_folders = list(settings.group_folders)
 c.DataPoolSpawner.instructors_group = settings.instructors_group
 c.DataPoolSpawner.project = settings.project
 c.DataPoolSpawner.prefix = f"{settings.project}-user"
-c.DataPoolSpawner.image = settings.user_image
 c.DataPoolSpawner.pull_policy = "never"  # images are built locally by `make build`
 c.DataPoolSpawner.network_name = settings.network
 c.DataPoolSpawner.use_internal_ip = True
-c.DataPoolSpawner.mem_limit = settings.mem_limit
-c.DataPoolSpawner.cpu_limit = settings.cpu_limit
-c.DataPoolSpawner.pids_limit = settings.pids_limit
+c.DataPoolSpawner.cull_idle_timeout = settings.cull_idle_timeout
 c.DataPoolSpawner.start_timeout = settings.start_timeout
 c.DataPoolSpawner.http_timeout = settings.start_timeout
 c.Spawner.default_url = "/lab"
+
+# -- named servers (e.g. a CPU and a GPU server side by side) ----------------
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = lambda handler: profiles.current().servers_per_user

@@ -1,26 +1,36 @@
-"""The DockerSpawner subclass: the user's own uid, their pool folder, limits, hardening."""
+"""The DockerSpawner subclass: the user's own uid, their pool folder, profile, limits, hardening."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from docker.types import DeviceRequest
 from dockerspawner import DockerSpawner
-from traitlets import Instance, Integer, List, Unicode, default
+from tornado import web
+from traitlets import Bool, Dict, Instance, Integer, List, Unicode, default
 
+from .culling import check_interval
 from .datapool import Account, DataPool, escape_name
+from .gpus import GpuAssignments, NoGpuFree
+from .profiles import Profile, ProfileError, ProfilesFile, options_form, profile_from_form
 
 HOME = "/home/jovyan"
 
 
-def container_labels(project: str, username: str, server_name: str) -> dict[str, str]:
-    """Labels that `make down`, `make clean` and the tests select user containers by."""
+def container_labels(
+    project: str, username: str, server_name: str, profile: str, gpus: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Labels that `make down`, `make clean`, `make usage` and the tests select user containers by."""
     return {
         "dshub.project": project,
         "dshub.role": "user-server",
         "dshub.user": username,
         "dshub.server": server_name,
+        "dshub.profile": profile,
+        "dshub.gpus": ",".join(gpus),
     }
 
 
@@ -72,24 +82,45 @@ def pool_mounts(
 class DataPoolSpawner(DockerSpawner):
     """Runs each user's container as their own uid with their pool folder as home.
 
-    The folder and uid come from :class:`~spawner.datapool.DataPool`. The uid, the
-    mounts, the labels and the hardening are derived at every start and replace
+    The folder and uid come from :class:`~spawner.datapool.DataPool`; image and
+    limits from the profile the user chose (:mod:`spawner.profiles`), checked
+    again here whatever the form or the API sent. The uid, the mounts, the
+    labels and the hardening are derived at every start and replace
     ``extra_create_kwargs``/``extra_host_config``: config cannot weaken them.
     """
 
     pool = Instance(DataPool, help="The data pool, set by jupyterhub_config.py.").tag(config=True)
+    profiles = Instance(ProfilesFile, help="The profiles, set by jupyterhub_config.py.").tag(config=True)
+    gpu_assignments = Instance(GpuAssignments, help="The hub's GPU bookkeeping, shared by all spawners.").tag(
+        config=True
+    )
     project = Unicode("dshub", help="Deployment name; value of the dshub.project label.").tag(config=True)
-    pids_limit = Integer(512, help="Most processes in a user container.").tag(config=True)
+    pids_limit = Integer(512, help="Most processes in a user container (the profile's pids).").tag(
+        config=True
+    )
     group_folders = List(
         Unicode(), ["*"], help="Groups with a shared folder; '*' for all (DSHUB_GROUP_FOLDERS)."
     ).tag(config=True)
     instructors_group = Unicode("instructors", help="Group whose members may write the shared folder.").tag(
         config=True
     )
+    cull_idle_timeout = Integer(
+        0, help="DSHUB_CULL_IDLE_TIMEOUT: sets how often servers report activity."
+    ).tag(config=True)
+
+    chosen_profile = Instance(Profile, allow_none=True, help="The profile checked for the spawn under way.")
+    profile_name = Unicode("", help="The running server's profile (kept in the hub's state).")
+    gpu_devices = List(Unicode(), help="GPU device ids this server holds.")
+    gpu_shared = Bool(False, help="Whether those GPUs may be given to other servers too.")
+    progress_events = List(Dict(), help="Progress messages of the spawn under way.")
 
     @property
     def escaped_name(self) -> str:
         return escape_name(self.user.name)
+
+    @property
+    def owner_key(self) -> str:
+        return f"{self.user.name}/{self.name}"
 
     @default("remove")
     def _remove_default(self) -> bool:
@@ -100,13 +131,105 @@ class DataPoolSpawner(DockerSpawner):
     def _notebook_dir_default(self) -> str:
         return HOME
 
+    # -- choosing a profile: the form, then the same check for form and API ----
+
+    def _group_names(self) -> list[str]:
+        return [group.name for group in self.user.groups]
+
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        def form(spawner: DataPoolSpawner) -> str:
+            available = spawner.profiles.current().open_to(spawner._group_names())
+            return options_form(available, spawner.user_options.get("profile"))
+
+        return form
+
+    @default("options_from_form")
+    def _options_from_form_default(self) -> Any:
+        def from_form(formdata: dict[str, list[Any]], spawner: DataPoolSpawner) -> dict[str, str]:
+            options = profile_from_form(formdata)
+            # Refuse here too, so the form comes back with the reason instead of a failed spawn.
+            spawner.profiles.current().choose(options["profile"], spawner._group_names())
+            return options
+
+        return from_form
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self) -> Any:
+        return DataPoolSpawner._apply_profile
+
+    async def _apply_profile(self, user_options: dict[str, Any]) -> None:
+        """Check the requested profile (from the form or the API) and take its image and limits."""
+        self.progress_events = []
+        unknown = sorted(str(k)[:40] for k in user_options if k != "profile")
+        if unknown:
+            self._forget_options()
+            raise web.HTTPError(
+                400, f"Unknown server option(s): {', '.join(unknown)}. Only 'profile' is accepted."
+            )
+        profiles = self.profiles.current()
+        try:
+            profile = profiles.choose(user_options.get("profile"), self._group_names())
+        except ProfileError as e:
+            self._forget_options()
+            raise web.HTTPError(403, str(e)) from None
+        running = [s for s in self.user.spawners.values() if s is not self and s.active]
+        if len(running) >= profiles.servers_per_user:
+            raise web.HTTPError(
+                403,
+                f"You may run at most {profiles.servers_per_user} server(s) at once: stop one first.",
+            )
+        self._take_profile(profile)
+
+    def _forget_options(self) -> None:
+        # The hub stores options as the default for the next start before they are
+        # checked; a refused (or since withdrawn) choice must not stick.
+        self.orm_spawner.user_options = {}
+
+    def _take_profile(self, profile: Profile) -> None:
+        self.chosen_profile = profile
+        self.profile_name = profile.name
+        self.gpu_shared = profile.gpu_shared
+        self.image = profile.image
+        self.mem_limit = profile.mem_limit
+        self.cpu_limit = profile.cpu
+        self.pids_limit = profile.pids
+
+    # -- progress shown on the hub's spawn-pending page -------------------------
+
+    def _progress(self, percent: int, message: str) -> None:
+        self.progress_events = [*self.progress_events, {"progress": percent, "message": message}]
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        sent = 0
+        while True:  # the hub stops reading when the spawn ends
+            events = self.progress_events
+            for event in events[sent:]:
+                yield event
+            sent = len(events)
+            await asyncio.sleep(0.5)
+
+    # -- start and stop ----------------------------------------------------------
+
     async def start(self) -> Any:
+        profiles = self.profiles.current()
+        if self.chosen_profile is None:
+            # The hub always applies user options first; a direct start gets the default.
+            self._take_profile(profiles.choose(None, self._group_names()))
+        profile = self.chosen_profile
+        assert profile is not None
         loop = asyncio.get_running_loop()
+        self._progress(10, f"Preparing your folders (profile {profile.display_name}: {profile.summary()})")
         account = await loop.run_in_executor(None, self.pool.ensure_user, self.user.name)
         self.log.info("Pool folder of %s: %s (uid %d)", self.user.name, account.host_path, account.uid)
-        groups = [group.name for group in self.user.groups]
         mounts = await loop.run_in_executor(
-            None, pool_mounts, self.pool, account, groups, list(self.group_folders), self.instructors_group
+            None,
+            pool_mounts,
+            self.pool,
+            account,
+            self._group_names(),
+            list(self.group_folders),
+            self.instructors_group,
         )
         if mounts.skipped:
             self.log.warning(
@@ -115,16 +238,76 @@ class DataPoolSpawner(DockerSpawner):
                 ", ".join(mounts.skipped),
                 self.user.name,
             )
+        host_config: dict[str, Any] = {**hardened_host_config(self.pids_limit), "group_add": mounts.group_add}
+        if profile.gpus:
+            try:
+                devices = self.gpu_assignments.assign(
+                    self.owner_key,
+                    self.user.name,
+                    profile.gpus,
+                    profiles.gpu_devices,
+                    shared=profile.gpu_shared,
+                    user_limit=profiles.gpus_per_user,
+                )
+            except NoGpuFree as e:
+                raise web.HTTPError(409, str(e)) from None
+            self.gpu_devices = list(devices)
+            host_config["device_requests"] = [
+                DeviceRequest(driver=profiles.gpu_driver, device_ids=list(devices), capabilities=[["gpu"]])
+            ]
+            self._progress(20, f"GPU(s) {', '.join(devices)} assigned")
         self.volumes = mounts.volumes
         self.extra_create_kwargs = {
             "user": f"{account.uid}:{account.gid}",
             "working_dir": HOME,
-            "labels": container_labels(self.project, self.user.name, self.name),
+            "labels": container_labels(
+                self.project, self.user.name, self.name, profile.name, tuple(self.gpu_devices)
+            ),
         }
-        self.extra_host_config = {**hardened_host_config(self.pids_limit), "group_add": mounts.group_add}
-        return await super().start()
+        self.extra_host_config = host_config
+        self._progress(40, f"Starting your container from {profile.image}")
+        try:
+            started = await super().start()
+        except BaseException:
+            self._release_gpus()
+            raise
+        self._progress(70, "Container started; waiting for your server to answer")
+        return started
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        self._release_gpus()
+
+    def _release_gpus(self) -> None:
+        self.gpu_assignments.release(self.owner_key)
+        self.gpu_devices = []
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.object_id:
+            state["profile"] = self.profile_name
+            state["gpus"] = list(self.gpu_devices)
+            state["gpu_shared"] = self.gpu_shared
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.profile_name = state.get("profile", "")
+        self.gpu_devices = list(state.get("gpus", []))
+        self.gpu_shared = bool(state.get("gpu_shared", False))
+        if self.gpu_devices:
+            # After a hub restart: the running server keeps its GPUs and nobody else gets them.
+            self.gpu_assignments.restore(
+                self.owner_key, self.user.name, tuple(self.gpu_devices), shared=self.gpu_shared
+            )
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.chosen_profile = None
+        self.profile_name = ""
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env["HOME"] = HOME
+        env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(check_interval(self.cull_idle_timeout))
         return env

@@ -82,7 +82,7 @@ _MEMORY = re.compile(r"([1-9][0-9]*)([KMGT]?)", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def _memory(name: str, raw: str) -> int:
+def parse_memory(name: str, raw: str) -> int:
     """Bytes, from docker's notation (512M, 2G)."""
     match = _MEMORY.fullmatch(raw)
     if not match:
@@ -406,7 +406,7 @@ SETTINGS: tuple[Setting, ...] = (
         "DSHUB_MEM_LIMIT",
         "2G",
         "Memory limit of each user container (docker notation: 512M, 2G).",
-        _memory,
+        parse_memory,
     ),
     Setting(
         "DSHUB_CPU_LIMIT",
@@ -425,6 +425,28 @@ SETTINGS: tuple[Setting, ...] = (
         "120",
         "Seconds a user container may take to answer before the spawn fails.",
         _int(10, 3600),
+    ),
+    Setting(
+        "DSHUB_CONFIG_DIR",
+        str(REPO_ROOT / "config"),
+        "Absolute host path of the operator's config files, mounted read-only into the hub. "
+        "Its profiles.yaml (see docs/profiles.md) lists what users may choose at spawn; the hub "
+        "re-reads it when it changes. Without that file there is one profile made of "
+        "DSHUB_USER_IMAGE, DSHUB_MEM_LIMIT, DSHUB_CPU_LIMIT and DSHUB_PIDS_LIMIT.",
+        _abs_path,
+    ),
+    Setting(
+        "DSHUB_CULL_IDLE_TIMEOUT",
+        "3600",
+        "Seconds without activity (notebooks, terminals, RStudio, VS Code) after which a "
+        "user's server is stopped by the idle culler; 0 turns culling off. Files are kept.",
+        lambda name, raw: 0 if raw == "0" else _int(30, 30 * 24 * 3600)(name, raw),
+    ),
+    Setting(
+        "DSHUB_CULL_MAX_AGE",
+        "0",
+        "Seconds after which a server is stopped even when active (e.g. 43200 for 12 h); 0: no limit.",
+        lambda name, raw: 0 if raw == "0" else _int(60, 365 * 24 * 3600)(name, raw),
     ),
     Setting(
         "DSHUB_LOG_LEVEL",
@@ -548,6 +570,8 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
         errors.append(
             "DSHUB_GID_MIN..DSHUB_GID_MAX overlaps DSHUB_UID_MIN..DSHUB_UID_MAX: separate the ranges."
         )
+    if values["DSHUB_CULL_MAX_AGE"] and not values["DSHUB_CULL_IDLE_TIMEOUT"]:
+        errors.append("DSHUB_CULL_MAX_AGE needs the culler: set DSHUB_CULL_IDLE_TIMEOUT above 0.")
     kind = values["DSHUB_AUTHENTICATOR"]
     oauth_only = [
         s.name
@@ -614,7 +638,23 @@ def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
     merged = parse_env_file(env_file) if env_file and env_file.exists() else {}
     merged.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
     settings = load(merged)
+    _check_profiles_file(settings)
     return "".join(f"{k}={_quote(v)}\n" for k, v in settings.as_env().items())
+
+
+def _check_profiles_file(settings: Settings) -> None:
+    """A broken profiles.yaml stops `make up` here, before anything starts."""
+    from .profiles import PROFILES_FILE_NAME, Defaults, ProfileError, parse
+
+    path = settings.config_dir / PROFILES_FILE_NAME
+    if not path.is_file():
+        return
+    try:
+        parse(path.read_text(), Defaults.from_settings(settings))
+    except ProfileError as e:
+        raise SettingsError(
+            f"{path} (DSHUB_CONFIG_DIR) is invalid:\n  " + str(e).replace("\n", "\n  ")
+        ) from None
 
 
 def _quote(value: str) -> str:

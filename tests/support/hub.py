@@ -16,6 +16,10 @@ class SignInRefused(AssertionError):
     pass
 
 
+class KernelDied(RuntimeError):
+    """The kernel went away while running the code (e.g. killed at the memory limit)."""
+
+
 class HubSession:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -56,38 +60,60 @@ class HubSession:
             **kwargs,
         )
 
-    def start_server(self, timeout: float = 180) -> float:
-        """Start the default server; return seconds until it is ready."""
+    def start_server(
+        self, server: str = "", options: dict[str, Any] | None = None, timeout: float = 180
+    ) -> float:
+        """Start the default (or a named) server; return seconds until it is ready."""
         started = time.monotonic()
-        resp = self.api("POST", f"/users/{self.name}/server")
+        resp = self.api("POST", f"/users/{self.name}/servers/{server}", json=options or {})
         assert resp.status_code in (201, 202), resp.text
-        while time.monotonic() - started < timeout:
-            server = self.api("GET", f"/users/{self.name}").json()["servers"].get("", {})
-            if server.get("ready"):
-                return time.monotonic() - started
-            time.sleep(0.25)
-        raise TimeoutError(f"server of {self.name} not ready within {timeout}s")
+        return self.wait_ready(server, started, timeout)
 
-    def stop_server(self) -> None:
-        resp = self.api("DELETE", f"/users/{self.name}/server")
+    def wait_ready(self, server: str, started: float, timeout: float = 180) -> float:
+        """Wait for a requested server; return seconds from ``started`` until it is ready."""
+        while time.monotonic() - started < timeout:
+            state = self.api("GET", f"/users/{self.name}").json()["servers"].get(server, {})
+            if state.get("ready"):
+                return time.monotonic() - started
+            if not state.get("pending") and time.monotonic() - started > 5:
+                raise RuntimeError(f"server {self.name}/{server} failed to start: {self.progress_of(server)}")
+            time.sleep(0.25)
+        raise TimeoutError(f"server {self.name}/{server} not ready within {timeout}s")
+
+    def progress_of(self, server: str = "") -> list[str]:
+        """The spawn's progress messages, as the hub's spawn-pending page shows them."""
+        resp = self.api("GET", f"/users/{self.name}/servers/{server}/progress", stream=True)
+        if resp.status_code != 200:
+            return []  # no spawn under way (yet)
+        return [
+            json.loads(line[len("data:") :])["message"]
+            for line in resp.iter_lines(decode_unicode=True)
+            if line and line.startswith("data:")
+        ]
+
+    def stop_server(self, server: str = "") -> None:
+        resp = self.api("DELETE", f"/users/{self.name}/servers/{server}")
         assert resp.status_code in (202, 204), resp.text
         for _ in range(240):
-            if not self.api("GET", f"/users/{self.name}").json()["servers"]:
+            if server not in self.api("GET", f"/users/{self.name}").json()["servers"]:
                 return
             time.sleep(0.25)
-        raise TimeoutError(f"server of {self.name} did not stop")
+        raise TimeoutError(f"server {self.name}/{server} did not stop")
 
-    def server_get(self, path: str, **kwargs: Any) -> requests.Response:
+    def server_get(self, path: str, server: str = "", **kwargs: Any) -> requests.Response:
         return requests.get(
-            f"{self.base_url}/user/{self.name}/{path}",
+            f"{self.base_url}{self._server_url(server)}{path}",
             headers={"Authorization": f"token {self.token}"},
             timeout=30,
             **kwargs,
         )
 
-    def new_kernel(self) -> str:
+    def _server_url(self, server: str) -> str:
+        return f"/user/{self.name}/{server}/" if server else f"/user/{self.name}/"
+
+    def new_kernel(self, server: str = "") -> str:
         resp = requests.post(
-            f"{self.base_url}/user/{self.name}/api/kernels",
+            f"{self.base_url}{self._server_url(server)}api/kernels",
             headers={"Authorization": f"token {self.token}"},
             json={"name": "python3"},
             timeout=60,
@@ -95,9 +121,9 @@ class HubSession:
         assert resp.status_code == 201, resp.text
         return resp.json()["id"]
 
-    def run(self, code: str) -> str:
-        """Execute code in a fresh Python kernel of the user's own server."""
-        kernel = self.kernel(self.new_kernel())
+    def run(self, code: str, server: str = "") -> str:
+        """Execute code in a fresh Python kernel of the user's own (default or named) server."""
+        kernel = self.kernel(self.new_kernel(server), server)
         try:
             return kernel.execute(code)
         finally:
@@ -114,10 +140,10 @@ class HubSession:
             timeout=30,
         )
 
-    def kernel(self, kernel_id: str) -> Kernel:
+    def kernel(self, kernel_id: str, server: str = "") -> Kernel:
         ws_url = self.base_url.replace("http://", "ws://", 1)
         return Kernel(
-            f"{ws_url}/user/{self.name}/api/kernels/{kernel_id}/channels",
+            f"{ws_url}{self._server_url(server)}api/kernels/{kernel_id}/channels",
             headers=[f"Authorization: token {self.token}"],
         )
 
@@ -161,6 +187,9 @@ class Kernel:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = json.loads(self.ws.recv())
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] in ("restarting", "dead"):
+                # The server's own notice, with no parent: the kernel process is gone.
+                raise KernelDied(f"kernel {msg['content']['execution_state']} while running {code[:60]!r}")
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]

@@ -126,16 +126,23 @@ class Stack:
     # Extra compose files (e.g. compose/dev-oidc.yaml) and the variables they read.
     extra_files: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Text of the stack's profiles.yaml; None: none (one profile from the settings).
+    profiles: str | None = None
     project: str = field(default_factory=lambda: f"{TEST_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         self.pool = self.workdir / "pool"
         self.settings_file = self.workdir / "settings.env"
+        self.config_dir = self.workdir / "config"
+        self.config_dir.mkdir(exist_ok=True)
+        if self.profiles is not None:
+            (self.config_dir / "profiles.yaml").write_text(self.profiles)
         env = {
             "DSHUB_PROJECT": self.project,
             "DSHUB_HTTP_PORT": str(self.port),
             "DSHUB_POOL_DIR": str(self.pool),
+            "DSHUB_CONFIG_DIR": str(self.config_dir),
             **self.overrides,
         }
         self.settings = dshub_settings.load(env)

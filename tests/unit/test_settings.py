@@ -116,3 +116,20 @@ def test_env_example_is_generated_from_the_settings_table():
     )
     # The example itself is a valid .env.
     s.render(REPO / ".env.example", {})
+
+
+def test_culling_settings_and_their_service():
+    from spawner import culling
+
+    assert s.load({}).cull_idle_timeout == 3600
+    assert s.load({"DSHUB_CULL_IDLE_TIMEOUT": "0"}).cull_idle_timeout == 0
+    with pytest.raises(s.SettingsError, match="DSHUB_CULL_IDLE_TIMEOUT=10 is out of range"):
+        s.load({"DSHUB_CULL_IDLE_TIMEOUT": "10"})
+    with pytest.raises(s.SettingsError, match="DSHUB_CULL_MAX_AGE needs the culler"):
+        s.load({"DSHUB_CULL_IDLE_TIMEOUT": "0", "DSHUB_CULL_MAX_AGE": "3600"})
+    assert culling.hub_service(0, 0) is None
+    service, role = culling.hub_service(3600, 43200)
+    assert service["command"][-3:] == ["--timeout=3600", "--cull-every=300", "--max-age=43200"]
+    assert role["services"] == [service["name"]] and "admin:users" not in role["scopes"]
+    # Servers report activity often enough that a short timeout never culls an active one.
+    assert culling.check_interval(40) == 10 and culling.check_interval(3600) == 300

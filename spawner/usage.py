@@ -1,0 +1,143 @@
+"""`make usage`: the running user servers with their profile, CPU, memory and disk use.
+
+Runs in the hub container (it has the engine socket and the pool). Everything
+comes from the engine and the pool, so the report is right even while the hub
+itself is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from . import settings as dshub_settings
+from .datapool import DataPool
+from .profiles import format_bytes
+
+
+@dataclass(frozen=True)
+class ServerUsage:
+    user: str
+    server: str
+    profile: str
+    image: str
+    gpus: str
+    cpu_percent: float  # of one CPU
+    cpu_limit: float
+    memory: int
+    memory_limit: int
+    disk: int  # the user's pool folder
+    status: str
+
+
+def cpu_percent(stats: dict[str, Any]) -> float:
+    """Percent of one CPU since the engine's previous sample (docker stats' formula)."""
+    cpu, pre = stats["cpu_stats"], stats["precpu_stats"]
+    used = cpu["cpu_usage"]["total_usage"] - pre.get("cpu_usage", {}).get("total_usage", 0)
+    elapsed = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    cores = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
+    return 100.0 * used / elapsed * cores if used > 0 and elapsed > 0 else 0.0
+
+
+def memory_in_use(stats: dict[str, Any]) -> int:
+    """Memory as docker stats shows it: usage without the page cache."""
+    mem = stats.get("memory_stats", {})
+    extra = mem.get("stats", {})
+    cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
+    return max(0, mem.get("usage", 0) - cache)
+
+
+def tree_size(root: Path) -> int:
+    """Bytes on disk under root, never following links (a user's folder is theirs to shape)."""
+    total = 0
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    total += st.st_blocks * 512
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(Path(entry.path))
+        except OSError:
+            continue  # vanished or unreadable while we walked: count what we saw
+    return total
+
+
+def collect(client: docker.DockerClient, project: str, pool: DataPool) -> list[ServerUsage]:
+    containers = client.containers.list(
+        filters={"label": [f"dshub.project={project}", "dshub.role=user-server"]}
+    )
+
+    def one(container: Any) -> ServerUsage:
+        labels = container.labels
+        host = container.attrs["HostConfig"]
+        stats = container.stats(stream=False)
+        return ServerUsage(
+            user=labels.get("dshub.user", "?"),
+            server=labels.get("dshub.server", "") or "(default)",
+            profile=labels.get("dshub.profile", "?"),
+            image=container.attrs["Config"]["Image"],
+            gpus=labels.get("dshub.gpus", ""),
+            cpu_percent=cpu_percent(stats),
+            cpu_limit=(host.get("CpuQuota") or 0) / (host.get("CpuPeriod") or 100_000),
+            memory=memory_in_use(stats),
+            memory_limit=host.get("Memory") or 0,
+            disk=tree_size(pool.user_path(labels.get("dshub.user", ""))),
+            status=container.status,
+        )
+
+    # The engine takes a second or two per stats sample: ask for all at once.
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        rows = list(executor.map(one, containers))
+    return sorted(rows, key=lambda r: (r.user, r.server))
+
+
+def table(rows: list[ServerUsage]) -> str:
+    header = ("USER", "SERVER", "PROFILE", "CPU", "MEMORY", "DISK", "GPUS", "IMAGE")
+    lines = [header]
+    for r in rows:
+        lines.append(
+            (
+                r.user,
+                r.server,
+                r.profile,
+                f"{r.cpu_percent:.0f}% of {r.cpu_limit:g}",
+                f"{format_bytes(r.memory)} / {format_bytes(r.memory_limit)}",
+                format_bytes(r.disk),
+                r.gpus or "-",
+                r.image,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+    return f"{text}\n{len(rows)} running server(s)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spawner.usage", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="one JSON object per server")
+    args = parser.parse_args(argv)
+    settings = dshub_settings.load()
+    rows = collect(docker.from_env(), settings.project, DataPool.from_settings(settings))
+    if args.json:
+        for row in rows:
+            print(json.dumps(asdict(row)))
+    else:
+        print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
