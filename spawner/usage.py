@@ -102,6 +102,15 @@ def collect(client: docker.DockerClient, project: str, pool: DataPool) -> list[S
     return sorted(rows, key=lambda r: (r.user, r.server))
 
 
+def human_bytes(value: int) -> str:
+    """A measured size, rounded for reading: 120K, 930M, 1.2G."""
+    if value < 2**20:
+        return f"{value / 2**10:.0f}K"
+    if value < 2**30:
+        return f"{value / 2**20:.0f}M"
+    return f"{value / 2**30:.1f}G"
+
+
 def table(rows: list[ServerUsage]) -> str:
     header = ("USER", "SERVER", "PROFILE", "CPU", "MEMORY", "DISK", "GPUS", "IMAGE")
     lines = [header]
@@ -112,8 +121,8 @@ def table(rows: list[ServerUsage]) -> str:
                 r.server,
                 r.profile,
                 f"{r.cpu_percent:.0f}% of {r.cpu_limit:g}",
-                f"{format_bytes(r.memory)} / {format_bytes(r.memory_limit)}",
-                format_bytes(r.disk),
+                f"{human_bytes(r.memory)} / {format_bytes(r.memory_limit)}",
+                human_bytes(r.disk),
                 r.gpus or "-",
                 r.image,
             )
