@@ -10,6 +10,7 @@ from dockerspawner import DockerSpawner
 from traitlets import Instance, Integer, List, Unicode, default
 
 from .datapool import Account, DataPool, escape_name
+from .faststart import FastStart
 
 HOME = "/home/jovyan"
 
@@ -69,7 +70,7 @@ def pool_mounts(
     return Mounts(volumes, gids, sorted({*wanted, "shared"} - safe))
 
 
-class DataPoolSpawner(DockerSpawner):
+class DataPoolSpawner(FastStart, DockerSpawner):
     """Runs each user's container as their own uid with their pool folder as home.
 
     The folder and uid come from :class:`~spawner.datapool.DataPool`. The uid, the
