@@ -96,7 +96,9 @@ def run_measure(name: str) -> None:
     (OUT / f"{name}.md").write_text(text + "\n" + stamp)
     if rows:
         with (OUT / f"{name}.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            # Rows of one measure may differ in their fields (e.g. HTTP and websocket samples).
+            fields = list(dict.fromkeys(key for row in rows for key in row))
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
             writer.writerows(rows)
     print(f"bench: {name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
