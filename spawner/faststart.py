@@ -44,6 +44,10 @@ async def wait_until_answers(url: str, timeout: float, interval: float, max_inte
         interval = min(interval * 1.25, max_interval)
 
 
+# Seconds of start_timeout left unused by the wait, for JupyterHub's own steps.
+START_TIMEOUT_MARGIN = 5
+
+
 class FastStart:
     """DockerSpawner mixin, listed before DockerSpawner in the bases."""
 
@@ -64,12 +68,17 @@ class FastStart:
         return cls._executor
 
     async def start(self) -> Any:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         ip, port = ip_port = await super().start()  # type: ignore[misc]
         url = f"http://{ip}:{port}{url_path_join(self.server.base_url, 'api')}"  # type: ignore[attr-defined]
-        # On a timeout JupyterHub's own wait that follows reports the failure.
+        # Within start_timeout, which JupyterHub puts around start(): a server slower
+        # than that (a class's storm on few cores) still gets JupyterHub's own wait
+        # of http_timeout that follows, as without this mixin.
+        left = self.start_timeout - (loop.time() - began) - START_TIMEOUT_MARGIN  # type: ignore[attr-defined]
         await wait_until_answers(
             url,
-            self.http_timeout,  # type: ignore[attr-defined]
+            min(self.http_timeout, left),  # type: ignore[attr-defined]
             self.ready_poll_interval,
             self.ready_poll_max_interval,
         )
