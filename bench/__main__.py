@@ -4,6 +4,8 @@
 runs every measure in DEFAULT. Each measure writes build/bench/<measure>.md and
 .csv; BENCHMARKS.md is assembled from the sections there, so a subset run updates
 its own sections and keeps the others (each section says when it was measured).
+bench/FINDINGS.md (where the time goes, why a target is missed: written by whoever
+read the figures) closes the file. `python -m bench report` only reassembles it.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def run_measure(name: str) -> None:
 
 
 def main(names: list[str]) -> None:
+    if names == ["report"]:
+        write_report("not measured by `report`; each section's stamp gives the load at its end")
+        return
     unknown = [n for n in names if n not in MEASURES]
     if unknown:
         sys.exit(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
@@ -113,6 +118,10 @@ def main(names: list[str]) -> None:
     busy = others_busy()
     for name in names or DEFAULT:
         run_measure(name)
+    write_report(busy)
+
+
+def write_report(busy: str) -> None:
     header = [
         "# dshub benchmarks",
         "",
@@ -124,12 +133,15 @@ def main(names: list[str]) -> None:
         f"- Written: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine()}",
         f"- Versions: {versions()}",
-        f"- Machine load when the run started: {busy} (the machine is shared; ratios measured side",
-        "  by side in the same run are what count)",
+        f"- Machine load when the last run started: {busy} (the machine is shared; ratios measured",
+        "  side by side in the same run are what count)",
         "- `python -m bench build` (cold image builds, ~15 min) is not part of `make bench`.",
         "",
     ]
     sections = [(OUT / f"{n}.md").read_text() for n in (*DEFAULT, "build") if (OUT / f"{n}.md").exists()]
+    findings = Path(__file__).parent / "FINDINGS.md"
+    if findings.exists():
+        sections.append(findings.read_text())
     (REPO / "BENCHMARKS.md").write_text("\n".join(header) + "\n" + "\n".join(sections))
 
 

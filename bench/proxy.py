@@ -45,6 +45,8 @@ SECONDS = 8
 WS_ROUND_TRIPS = 200
 TARGET_RATIO = 3.0
 TARGET_WS_MS = 1.0
+# A round trip this long waited for a delayed ACK (see report()).
+STALL_MS = 30
 BACKEND = "benchbackend"
 USER = "wsuser"
 
@@ -219,7 +221,11 @@ def report(rows: list[dict[str, object]]) -> str:
     ws = [r for r in rows if r["kind"] == "ws"]
     lines += [
         f"Websocket: {WS_ROUND_TRIPS} kernel executes of `1` per path, alternating, from the hub's container",
-        "(round trip: execute_request sent until the kernel's idle status arrives). ms.",
+        "(round trip: execute_request sent until the kernel's idle status arrives). ms. Some round trips",
+        f"on every path stall ~40 ms (≥ {STALL_MS} ms here), the signature of Nagle's algorithm on the",
+        "Jupyter server's socket (several small reply frames) meeting the receiver's delayed ACK; it hits",
+        "direct and proxied connections alike and swamps the proxy's share, so the overhead is taken on",
+        "the round trips without a stall.",
         "",
     ]
     body = []
@@ -228,22 +234,25 @@ def report(rows: list[dict[str, object]]) -> str:
         direct = [float(r["ms"]) for r in ws if r["system"] == system and r["path"] == "direct"]
         if not proxied:
             continue
-        overhead = p50(proxied) - p50(direct)
+        fast_proxied = [v for v in proxied if v < STALL_MS]
+        fast_direct = [v for v in direct if v < STALL_MS]
+        overhead = p50(fast_proxied) - p50(fast_direct)
         check = f"≤ {TARGET_WS_MS} ms: {verdict(overhead, TARGET_WS_MS)}" if system == "dshub" else ""
         body.append(
             [
                 system,
-                f"{p50(proxied):.2f}",
-                f"{p95(proxied):.2f}",
-                f"{p50(direct):.2f}",
-                f"{p95(direct):.2f}",
+                f"{p50(proxied):.2f} / {p95(proxied):.2f}",
+                f"{p50(direct):.2f} / {p95(direct):.2f}",
+                f"{len(proxied) - len(fast_proxied)} / {len(direct) - len(fast_direct)}",
+                f"{p50(fast_proxied):.2f}",
+                f"{p50(fast_direct):.2f}",
                 f"{overhead:.2f}",
                 check,
             ]
         )
-    lines += table(
-        ["system", "proxied p50", "proxied p95", "direct p50", "direct p95", "overhead p50", "target"], body
-    )
+    header = ["system", "proxied p50 / p95", "direct p50 / p95", "stalls proxied / direct"]
+    header += ["no-stall proxied p50", "no-stall direct p50", "overhead p50", "target"]
+    lines += table(header, body)
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ def run(samples: int = SAMPLES) -> tuple[str, list[dict[str, object]]]:
         f"{samples} routes added per row (upstream and dshub alternating), from the hub's container,",
         "with the hub's proxy class, to the stack's Traefik. *added*: add_route returned (a spawn",
         "waits for this); *served*: the edge first answered the route (Traefik's reload, polled",
-        "every 5 ms: the floor).",
+        "every 10 ms: the floor).",
         "",
     ]
     body = []
