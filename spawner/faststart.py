@@ -1,0 +1,85 @@
+"""Two waits taken out of DockerSpawner's start path (BENCHMARKS.md).
+
+* After Spawner.start returns, JupyterHub waits for the server to answer with
+  randomised exponential backoff (0.2 s doubling up to 5 s), so it notices a
+  server that took 4 s to start 1-2 s late. start() here first looks at the same
+  URL every ``ready_poll_interval`` itself, so JupyterHub's first look finds the
+  server up.
+* DockerSpawner makes every engine call of every spawn on one shared thread, so
+  a class starting at once queues behind each other's create/start calls; here
+  they share ``engine_threads`` threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from jupyterhub.utils import url_path_join
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+
+async def wait_until_answers(url: str, timeout: float, interval: float, max_interval: float) -> bool:
+    """Whether url answered HTTP (any status below 500, as JupyterHub counts it) within timeout.
+
+    Looks every ``interval`` seconds at first, 1.25x longer each time up to
+    ``max_interval``: quick for a quick server, cheap for the hub while a class's
+    servers start at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    client = AsyncHTTPClient()
+    while True:
+        try:
+            resp = await client.fetch(url, raise_error=False, follow_redirects=False, request_timeout=5)
+        except (OSError, HTTPClientError):
+            pass  # not listening yet (refused, reset, timed out)
+        else:
+            if resp.code < 500:
+                return True
+        if loop.time() + interval > deadline:
+            return False
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.25, max_interval)
+
+
+# Seconds of start_timeout left unused by the wait, for JupyterHub's own steps.
+START_TIMEOUT_MARGIN = 5
+
+
+class FastStart:
+    """DockerSpawner mixin, listed before DockerSpawner in the bases."""
+
+    # Seconds between looks at a starting server, first and at most: its spawn
+    # ends at most this late.
+    ready_poll_interval = 0.05
+    ready_poll_max_interval = 0.3
+    # Engine calls in flight at once; docker-py's connection pool holds 10.
+    engine_threads = 8
+    _executor: ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The engine-call threads, shared by all spawners (DockerSpawner's has one)."""
+        cls = type(self)
+        if cls._executor is None:
+            cls._executor = ThreadPoolExecutor(self.engine_threads, thread_name_prefix="engine")
+        return cls._executor
+
+    async def start(self) -> Any:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        ip, port = ip_port = await super().start()  # type: ignore[misc]
+        url = f"http://{ip}:{port}{url_path_join(self.server.base_url, 'api')}"  # type: ignore[attr-defined]
+        # Within start_timeout, which JupyterHub puts around start(): a server slower
+        # than that (a class's storm on few cores) still gets JupyterHub's own wait
+        # of http_timeout that follows, as without this mixin.
+        left = self.start_timeout - (loop.time() - began) - START_TIMEOUT_MARGIN  # type: ignore[attr-defined]
+        await wait_until_answers(
+            url,
+            min(self.http_timeout, left),  # type: ignore[attr-defined]
+            self.ready_poll_interval,
+            self.ready_poll_max_interval,
+        )
+        return ip_port
