@@ -666,6 +666,9 @@ def _quote(value: str) -> str:
     return f"'{value}'"
 
 
+_EXAMPLE_PATHS = {"DSHUB_POOL_DIR": "/srv/dshub-pool", "DSHUB_CONFIG_DIR": "/srv/dshub-config"}
+
+
 def example() -> str:
     """The text of .env.example: every setting with its help and default."""
     lines = [
@@ -677,8 +680,9 @@ def example() -> str:
     ]
     for setting in SETTINGS:
         lines += ["# " + line for line in textwrap.wrap(setting.help, 86, break_on_hyphens=False)]
-        if setting.name == "DSHUB_POOL_DIR":
-            lines.append(f"#{setting.name}=/srv/dshub-pool")
+        if setting.name in _EXAMPLE_PATHS:
+            # The default is inside the checkout, so it differs per clone: show a typical value.
+            lines.append(f"#{setting.name}={_EXAMPLE_PATHS[setting.name]}")
         else:
             lines.append(f"{setting.name}={setting.default}")
         lines.append("")
