@@ -37,12 +37,8 @@ def user_image(name: str) -> str:
 def stack(overrides: dict[str, str] | None = None) -> Iterator[Stack]:
     """A dshub stack of its own (compose project, port, pool), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="dshub-bench-") as workdir:
-        s = Stack(Path(workdir), overrides=overrides or {}, project=project_name())
-        try:
-            s.up()
+        with Stack(Path(workdir), overrides=overrides or {}, project=project_name()).running() as s:
             yield s
-        finally:
-            s.destroy()
 
 
 def exec_in(container: str, *cmd: str, stdin: str | None = None, timeout: float = 1800) -> str:

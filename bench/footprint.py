@@ -9,15 +9,13 @@ through the edge, as a browser does first).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from bench.common import project_name
+from bench.common import stack as bench_stack
 from spawner.settings import VERSION
 from tests.support.hub import HubSession
-from tests.support.stack import Stack, docker
+from tests.support.stack import docker
 
 SETTLE_SECONDS = 20
 
@@ -46,34 +44,27 @@ def start_vscode(person: HubSession) -> None:
 
 def measure_image(image: str, users: int) -> list[Sample]:
     samples: list[Sample] = []
-    with tempfile.TemporaryDirectory(prefix="dshub-bench-") as workdir:
-        stack = Stack(
-            Path(workdir), overrides={"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"}, project=project_name()
-        )
-        try:
-            stack.up()
-            people = []
-            for i in range(users):
-                name = f"bench{i}"
-                person = stack.sign_up(name, f"{name}-password")
-                person.start_server()
-                # The browser's first visit, so the Lab's server side is fully loaded.
-                person.http.get(f"{stack.url}/user/{name}/lab", timeout=60)
-                people.append(person)
+    with bench_stack({"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"}) as stack:
+        people = []
+        for i in range(users):
+            name = f"bench{i}"
+            person = stack.sign_up(name, f"{name}-password")
+            person.start_server()
+            # The browser's first visit, so the Lab's server side is fully loaded.
+            person.http.get(f"{stack.url}/user/{name}/lab", timeout=60)
+            people.append(person)
+        time.sleep(SETTLE_SECONDS)
+        for person in people:
+            samples.append(
+                Sample(image, "idle", person.name, container_mib(stack.user_container(person.name)))
+            )
+        if image == "datascience":
+            for person in people:
+                start_vscode(person)
             time.sleep(SETTLE_SECONDS)
             for person in people:
-                samples.append(
-                    Sample(image, "idle", person.name, container_mib(stack.user_container(person.name)))
-                )
-            if image == "datascience":
-                for person in people:
-                    start_vscode(person)
-                time.sleep(SETTLE_SECONDS)
-                for person in people:
-                    mib = container_mib(stack.user_container(person.name))
-                    samples.append(Sample(image, "idle, VS Code started", person.name, mib))
-        finally:
-            stack.destroy()
+                mib = container_mib(stack.user_container(person.name))
+                samples.append(Sample(image, "idle, VS Code started", person.name, mib))
     return samples
 
 

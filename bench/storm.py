@@ -119,6 +119,21 @@ def project_cpu(project: str) -> float:
     return sum(container_cpu_seconds(i) for i in ids) + engine_cpu_seconds()
 
 
+def measured_storm(
+    system: str, url: str, project: str, hub_id: str, users: int, start_cpu: float = 0.0
+) -> Run:
+    """The storm against one system, with the CPU its hub and all its containers used meanwhile."""
+    hub_before = container_cpu_seconds(hub_id)
+    total_before = project_cpu(project)
+    people = storm(system, url, users)
+    return Run(
+        people,
+        hub_cpu=container_cpu_seconds(hub_id) - hub_before,
+        total_cpu=project_cpu(project) - total_before,
+        start_cpu=start_cpu,
+    )
+
+
 def run_dshub(users: int) -> Run:
     with stack({"DSHUB_USER_IMAGE": user_image("lab")}) as s:
         admin = admin_session(s)
@@ -129,15 +144,7 @@ def run_dshub(users: int) -> Run:
         for name in warm:
             cpu.append(measured_start(hub_id, proxy_id, admin, name, s.project)[1])
             stop_server(admin, name)
-        hub_before = container_cpu_seconds(hub_id)
-        total_before = project_cpu(s.project)
-        people = storm("dshub", s.url, users)
-        return Run(
-            people,
-            hub_cpu=container_cpu_seconds(hub_id) - hub_before,
-            total_cpu=project_cpu(s.project) - total_before,
-            start_cpu=p50(cpu),
-        )
+        return measured_storm("dshub", s.url, s.project, hub_id, users, start_cpu=p50(cpu))
 
 
 def run_reference(users: int) -> Run:
@@ -147,14 +154,7 @@ def run_reference(users: int) -> Run:
         hub_id = container_id(
             docker("ps", "-q", "--filter", f"label=dshub.project={reference.project}").stdout.split()[0]
         )
-        hub_before = container_cpu_seconds(hub_id)
-        total_before = project_cpu(reference.project)
-        people = storm("reference", reference.url, users)
-        return Run(
-            people,
-            hub_cpu=container_cpu_seconds(hub_id) - hub_before,
-            total_cpu=project_cpu(reference.project) - total_before,
-        )
+        return measured_storm("reference", reference.url, reference.project, hub_id, users)
     finally:
         reference.destroy()
 

@@ -35,12 +35,8 @@ profiles:
 
 @pytest.fixture(scope="module")
 def profile_stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("profile-stack", numbered=True), profiles=PROFILES)
-    try:
-        stack.up()
+    with Stack(tmp_path_factory.mktemp("profile-stack", numbered=True), profiles=PROFILES).running() as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 def sign_in(browser, stack, name, password, next_path):

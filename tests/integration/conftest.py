@@ -15,9 +15,5 @@ def _engine_and_images():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stack", numbered=True))
-    try:
-        stack.up()
+    with Stack(tmp_path_factory.mktemp("stack", numbered=True)).running() as stack:
         yield stack
-    finally:
-        stack.destroy()

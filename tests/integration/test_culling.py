@@ -15,18 +15,14 @@ IDLE_TIMEOUT = 30
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(
+    with Stack(
         tmp_path_factory.mktemp("stack", numbered=True),
         overrides={
             "DSHUB_CULL_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
             "DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}",
         },
-    )
-    try:
-        stack.up()
+    ).running() as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 def test_the_idle_server_is_culled_and_the_busy_one_is_not(stack):

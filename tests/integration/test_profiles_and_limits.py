@@ -53,12 +53,8 @@ print(len(children), error)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stack", numbered=True), profiles=PROFILES)
-    try:
-        stack.up()
+    with Stack(tmp_path_factory.mktemp("stack", numbered=True), profiles=PROFILES).running() as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +215,14 @@ def test_a_gpu_profile_gets_its_own_device(tmp_path):
         tmp_path,
         profiles=f'gpus: {{devices: ["0"]}}\nprofiles:\n  - {{name: gpu, image: {LAB}, gpus: 1}}\n',
     )
-    try:
-        gpu_stack.up()
+    with gpu_stack.running():
         ada = gpu_stack.sign_up("ada", "ada-password")
         ada.start_server()
-        assert "GPU 0" in ada.run("import subprocess; print(subprocess.run(['nvidia-smi', '-L']).stdout)")
+        listed = ada.run(
+            "import subprocess\n"
+            "print(subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True).stdout)"
+        )
+        assert "GPU 0" in listed
         bob = gpu_stack.sign_up("bob", "bob-password")
         refused = bob.api("POST", "/users/bob/server", json={})
         assert refused.status_code == 409 and "No GPU is free" in refused.json()["message"]
-    finally:
-        gpu_stack.destroy()

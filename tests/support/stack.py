@@ -15,6 +15,8 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +162,15 @@ class Stack:
             check=check,
             stdin=stdin,
         )
+
+    @contextmanager
+    def running(self) -> Iterator[Stack]:
+        """The stack up for the with block; all it made is removed afterwards, failure or not."""
+        try:
+            self.up()
+            yield self
+        finally:
+            self.destroy()
 
     def up(self) -> None:
         self.compose("up", "-d", "--wait")
