@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .names import USERNAME_PATTERN, USERNAME_RULE
+
 PREFIX = "DSHUB_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
@@ -158,8 +160,6 @@ def _secret(name: str, raw: str) -> str:
 # uids and gids: never a system id, always a valid Linux id.
 _ID = _int(1000, 2**31 - 2)
 
-# JupyterHub lowercases usernames; the admin must be a name a person can type.
-USERNAME_PATTERN = r"[a-z0-9][a-z0-9._@-]{0,63}"
 IMAGE_PATTERN = r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?"
 # Names as identity providers spell them (GitHub org:team, GitLab group/subgroup, ...).
 IDP_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@:/ -]{0,127}"
@@ -207,7 +207,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated admins. With local sign-in the default is 'admin', whose initial "
         "password is generated on first start (`make admin-password`). With OAuth: usernames "
         "as the provider gives them; no default.",
-        _list(USERNAME_PATTERN, "a lowercase username (a-z, 0-9, '.', '_', '@', '-'; max 64)"),
+        _list(USERNAME_PATTERN, USERNAME_RULE.replace("a username is", "a username of")),
         empty=(),
     ),
     Setting(
