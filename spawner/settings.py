@@ -207,7 +207,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated admins. With local sign-in the default is 'admin', whose initial "
         "password is generated on first start (`make admin-password`). With OAuth: usernames "
         "as the provider gives them; no default.",
-        _list(USERNAME_PATTERN, USERNAME_RULE.replace("a username is", "a username of")),
+        _list(USERNAME_PATTERN, f"a lowercase username ({USERNAME_RULE})"),
         empty=(),
     ),
     Setting(
