@@ -6,10 +6,13 @@ Layout (docs/datapool.md)::
     <pool>/groups/<group>   2770  root:<group gid>    a group's shared folder (setgid)
     <pool>/shared           2775  root:<instructors>  course material, read-only for students
     <pool>/archive/<user>-<date>                      off-boarded users' folders, untouched
+    <pool>/uids.record      0600  root                every uid ever issued, append-only
 
 The pool is the record of who has which id: an existing folder keeps its owner
 (users) or group (groups), so ids survive hub restarts and even the loss of the
-hub database.
+hub database. ``uids.record`` also remembers the uids of folders that are gone:
+a uid is never issued twice, or a newcomer would own whatever files of a former
+user remain elsewhere (backups, group folders, a shared server's /tmp).
 
 Names come from an identity provider and are hostile: every path component is an
 escaped name (the same escaping as container names), and every directory is
@@ -19,8 +22,11 @@ is never followed by the hub.
 
 from __future__ import annotations
 
+import datetime
+import errno
 import hashlib
 import os
+import re
 import stat
 import string
 import threading
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING
 from escapism import escape
 
 from .layout import POOL_DIR
+from .names import shown
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -43,6 +50,10 @@ _SAFE = frozenset(string.ascii_lowercase + string.digits)
 # uids that are never handed out even inside the configured range.
 _RESERVED_IDS = frozenset({65534, 65535})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+RECORD_NAME = "uids.record"
+_RECORD_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_RECORD_LINE = re.compile(r"([0-9]{1,10}) ([a-z0-9-]+) ([0-9]{4}-[0-9]{2}-[0-9]{2})")
+_RECORD_FORMAT = "'<uid> <escaped name> <YYYY-MM-DD>'"
 
 
 class PoolError(RuntimeError):
@@ -108,9 +119,12 @@ class DataPool:
         self.uid_max = uid_max
         self.gid_min = gid_min
         self.gid_max = gid_max
-        # The hub is one process; this lock makes "find a free uid, create the
-        # folder" atomic across its executor threads.
+        # The hub is one process; this lock makes "find a free uid, record it, create
+        # the folder" atomic across its executor threads.
         self._lock = threading.Lock()
+        # Pools made before uids.record existed: their folders' uids are recorded
+        # once per process, so a later deleted archive cannot free its uid.
+        self._folders_recorded = False
 
     @classmethod
     def from_settings(cls, settings: Settings, root: Path = POOL_DIR) -> DataPool:
@@ -135,13 +149,17 @@ class DataPool:
     def ensure_user(self, username: str) -> Account:
         """The user's account, creating their folder (and uid) on first use."""
         entry = escape_name(username)
-        with self._open_dir(self._ensure_dir(self.root, "users", mode=0o755)) as users_fd:
+        users = self._ensure_dir(self.root, "users", mode=0o755)
+        with self._open_dir(self.root) as root_fd, self._open_dir(users) as users_fd:
             with self._lock:
                 ids = self._existing_owner(users_fd, entry)
                 if ids is None:
-                    uid = self._free_uid(users_fd)
+                    uid = self._free_uid(root_fd, entry)
                     self._make_dir(users_fd, entry, uid, uid, 0o700)
                     ids = (uid, uid)
+                elif not self._folders_recorded:
+                    with self._open_record(root_fd) as record:
+                        self._record_folders(root_fd, record)
         return Account(
             name=username,
             uid=ids[0],
@@ -195,10 +213,17 @@ class DataPool:
         """Move the user's folder to ``<pool>/archive/<user>-<stamp>``; nothing inside is touched."""
         entry = escape_name(username)
         archive = self._ensure_dir(self.root, "archive", mode=0o700)
-        with self._open_dir(self.root / "users") as users_fd, self._open_dir(archive) as archive_fd:
+        with (
+            self._open_dir(self.root) as root_fd,
+            self._open_dir(self.root / "users") as users_fd,
+            self._open_dir(archive) as archive_fd,
+        ):
             st = os.stat(entry, dir_fd=users_fd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 raise PoolError(f"users/{entry} is not a directory: an admin must look at it")
+            # An archive may be deleted some day: its uid must be in the record before.
+            with self._lock, self._open_record(root_fd) as record:
+                self._record_folders(root_fd, record)
             target = f"{entry}-{stamp}"
             suffix = 1
             while self._exists(archive_fd, target):
@@ -271,26 +296,65 @@ class DataPool:
             )
         return st.st_uid, st.st_gid
 
-    def _free_uid(self, users_fd: int) -> int:
-        # Archived folders keep their uid: it is never handed to somebody else.
-        archive = self.root / "archive"
-        if not archive.is_dir():
-            return self._free_id(users_fd, self.uid_min, self.uid_max, "DSHUB_UID_MIN/DSHUB_UID_MAX")
-        with self._open_dir(archive) as archive_fd:
-            return self._free_id(
-                users_fd, self.uid_min, self.uid_max, "DSHUB_UID_MIN/DSHUB_UID_MAX", archive_fd
-            )
+    def _free_uid(self, root_fd: int, entry: str) -> int:
+        """The lowest uid never issued, already in the record (on disk) for ``entry``.
 
-    @staticmethod
-    def _free_id(parent_fd: int, low: int, high: int, settings: str, *more_fds: int) -> int:
-        """Lowest id in low..high that owns (as user or group) no entry of the folder(s)."""
-        taken = set()
-        for fd in (parent_fd, *more_fds):
-            with os.scandir(fd) as entries:
+        Recorded before the folder exists, so a crash cannot leave a folder whose uid
+        a later allocation would not see as taken.
+        """
+        with self._open_record(root_fd) as record:
+            taken = self._record_folders(root_fd, record)
+            uid = self._lowest_free(taken, self.uid_min, self.uid_max, "DSHUB_UID_MIN/DSHUB_UID_MAX")
+            record.append([(uid, entry)])
+        return uid
+
+    def _record_folders(self, root_fd: int, record: _UidRecord) -> set[int]:
+        """Every uid issued: the record's, after adding the owners of users/ and archive/ it lacks."""
+        owners: dict[int, str] = {}
+        for folder in ("users", "archive"):
+            fd = self._open_child(root_fd, folder)
+            if fd is None:
+                continue
+            with _DirFd(fd), os.scandir(fd) as entries:
                 for e in entries:
                     st = e.stat(follow_symlinks=False)
-                    taken.add(st.st_uid)
-                    taken.add(st.st_gid)
+                    for owner in (st.st_uid, st.st_gid):
+                        if owner >= 1000 and owner not in _RESERVED_IDS:
+                            owners.setdefault(owner, e.name)
+        # Read after the scan: a uid issued meanwhile by another process is in the
+        # record before its folder exists, so it is never appended twice.
+        issued = record.read()
+        record.append(sorted((uid, name) for uid, name in owners.items() if uid not in issued))
+        self._folders_recorded = True
+        return issued | owners.keys()
+
+    def _open_record(self, root_fd: int) -> _UidRecord:
+        return _UidRecord(root_fd, self.host_root / RECORD_NAME)
+
+    def _open_child(self, root_fd: int, entry: str) -> int | None:
+        """A directory directly under the pool root, or None if there is none."""
+        try:
+            return os.open(entry, _DIR_FLAGS, dir_fd=root_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno not in (errno.ENOTDIR, errno.ELOOP):  # a file; a link
+                raise
+            raise PoolError(f"{self.root / entry} must be a directory, not a link or file") from e
+
+    @classmethod
+    def _free_id(cls, parent_fd: int, low: int, high: int, settings: str) -> int:
+        """Lowest id in low..high that owns (as user or group) no entry of the folder."""
+        taken = set()
+        with os.scandir(parent_fd) as entries:
+            for e in entries:
+                st = e.stat(follow_symlinks=False)
+                taken.add(st.st_uid)
+                taken.add(st.st_gid)
+        return cls._lowest_free(taken, low, high, settings)
+
+    @staticmethod
+    def _lowest_free(taken: set[int], low: int, high: int, settings: str) -> int:
         for candidate in range(low, high + 1):
             if candidate not in taken and candidate not in _RESERVED_IDS:
                 return candidate
@@ -331,6 +395,94 @@ class DataPool:
     @staticmethod
     def _open_dir(path: Path) -> _DirFd:
         return _DirFd(os.open(path, _DIR_FLAGS))
+
+
+class _UidRecord:
+    """``<pool>/uids.record``, open: every uid the pool issued, one line each, only appended to.
+
+    Opened relative to the pool root's descriptor with ``O_NOFOLLOW``: a link planted
+    at its place is refused, never followed. A line that cannot be parsed is an
+    error, never skipped: skipping it could hand its uid out twice.
+    """
+
+    def __init__(self, root_fd: int, shown_path: Path) -> None:
+        self.root_fd = root_fd
+        self.path = shown_path
+        try:
+            self.fd = os.open(RECORD_NAME, _RECORD_FLAGS, 0o600, dir_fd=root_fd)
+        except OSError as e:
+            raise PoolError(
+                f"{shown_path} cannot be opened ({e.strerror}): it must be a regular file, never a link; "
+                "an admin must look at it"
+            ) from e
+        try:
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise PoolError(
+                    f"{shown_path} must be a regular file owned by uid {os.geteuid()} "
+                    "(whoever else can write it can make a uid be issued twice): an admin must look at it"
+                )
+            if stat.S_IMODE(st.st_mode) != 0o600:
+                os.fchmod(self.fd, 0o600)  # a copy restored from a backup may come back wider
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __enter__(self) -> _UidRecord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def read(self) -> set[int]:
+        data = b""
+        while chunk := os.pread(self.fd, 1 << 16, len(data)):
+            data += chunk
+        *lines, last = data.split(b"\n")
+        uids = {self._parse(number, line) for number, line in enumerate(lines, start=1)}
+        if last:
+            # Appends are whole lines: a line without its newline is a torn write.
+            raise self._error(len(lines) + 1, last, "the line is incomplete (no newline at its end)")
+        return uids
+
+    def append(self, issued: list[tuple[int, str]]) -> None:
+        """Add lines and make them durable (file and its directory entry) before returning."""
+        if not issued:
+            return
+        today = datetime.date.today().isoformat()
+        data = "".join(f"{uid} {_record_name(name)} {today}\n" for uid, name in issued).encode("ascii")
+        while data:
+            data = data[os.write(self.fd, data) :]
+        os.fsync(self.fd)
+        os.fsync(self.root_fd)  # the file's own entry, the first time
+
+    def _parse(self, number: int, line: bytes) -> int:
+        match = _RECORD_LINE.fullmatch(line.decode("ascii", "replace"))
+        if match is None:
+            raise self._error(number, line, f"expected {_RECORD_FORMAT}")
+        try:
+            datetime.date.fromisoformat(match[3])
+        except ValueError:
+            raise self._error(number, line, f"{match[3]} is not a date") from None
+        return int(match[1])
+
+    def _error(self, number: int, line: bytes, problem: str) -> PoolError:
+        return PoolError(
+            f"{self.path}:{number}: cannot parse {shown(line.decode('utf-8', 'replace'))}: {problem}. "
+            "An admin must correct the line, keeping its uid: every uid ever issued must stay "
+            "in this file, or one could be handed out twice."
+        )
+
+
+def _record_name(entry: str) -> str:
+    """A folder's name as one record field: hub-made names as they are, others escaped.
+
+    Byte by byte, as :func:`escape_name` does, but never failing: a folder an admin
+    named may not even be UTF-8.
+    """
+    if re.fullmatch(r"[a-z0-9-]+", entry):
+        return entry
+    return "".join(chr(b) if chr(b) in _SAFE else f"-{b:02x}" for b in os.fsencode(entry))
 
 
 class _DirFd:

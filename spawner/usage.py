@@ -1,8 +1,14 @@
 """`make usage`: the running user servers with their profile, CPU, memory and disk use.
 
-Runs in the hub container (it has the engine socket and the pool). Everything
-comes from the engine and the pool, so the report is right even while the hub
-itself is down.
+`make usage` runs it in the hub container (it has the engine socket and the pool).
+Everything comes from the engine and the pool, so the report is right even while
+the hub itself is not serving. `make ps` runs ``python -m spawner.usage ps`` on the
+host (the project venv has the Docker SDK): this deployment's containers, even
+with the hub container stopped.
+
+Names and labels come from users: every value printed in a table goes through
+:func:`safe_cell`, so none can carry a newline or a terminal escape (a forged
+row, a cleared screen) to the operator's terminal.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import docker
 
 from . import settings as dshub_settings
 from .datapool import DataPool
+from .names import shown, without_control
 from .profiles import format_bytes
 
 
@@ -37,6 +44,24 @@ class ServerUsage:
     memory_limit: int
     disk: int  # the user's pool folder
     status: str
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    name: str
+    status: str
+    role: str | None
+    user: str | None
+
+
+def safe_cell(text: str) -> str:
+    """A user-derived value as one table cell: control characters escaped.
+
+    An empty value or one with blanks is quoted, so it cannot pass for several columns.
+    """
+    if not text or any(ch.isspace() for ch in text):
+        return shown(text)
+    return without_control(text)
 
 
 def cpu_percent(stats: dict[str, Any]) -> float:
@@ -111,37 +136,79 @@ def human_bytes(value: int) -> str:
     return f"{value / 2**30:.1f}G"
 
 
+def aligned(lines: list[tuple[str, ...]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
 def table(rows: list[ServerUsage]) -> str:
     header = ("USER", "SERVER", "PROFILE", "CPU", "MEMORY", "DISK", "GPUS", "IMAGE")
     lines = [header]
     for r in rows:
         lines.append(
             (
-                r.user,
-                r.server,
-                r.profile,
+                safe_cell(r.user),
+                safe_cell(r.server),
+                safe_cell(r.profile),
                 f"{r.cpu_percent:.0f}% of {r.cpu_limit:g}",
                 f"{human_bytes(r.memory)} / {format_bytes(r.memory_limit)}",
                 human_bytes(r.disk),
-                r.gpus or "-",
-                r.image,
+                safe_cell(r.gpus) if r.gpus else "-",
+                safe_cell(r.image),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    return f"{aligned(lines)}\n{len(rows)} running server(s)"
+
+
+def container_row(summary: dict[str, Any]) -> ContainerRow:
+    """One container as the engine lists it (``GET /containers/json``), as `make ps` shows it."""
+    labels = summary["Labels"]
+    return ContainerRow(
+        name=summary["Names"][0].removeprefix("/"),
+        status=summary["Status"],
+        role=labels.get("dshub.role"),
+        user=labels.get("dshub.user"),
     )
-    return f"{text}\n{len(rows)} running server(s)"
+
+
+def ps_table(rows: list[ContainerRow]) -> str:
+    header = ("NAME", "STATUS", "ROLE", "USER")
+    lines = [header]
+    for r in rows:
+        lines.append(
+            (
+                safe_cell(r.name),
+                # The engine's own words ("Up 5 minutes"), blanks and all.
+                without_control(r.status),
+                "-" if r.role is None else safe_cell(r.role),
+                "-" if r.user is None else safe_cell(r.user),
+            )
+        )
+    return aligned(lines)
+
+
+def list_containers(client: docker.DockerClient, project: str) -> list[ContainerRow]:
+    # The low-level list is one request and has docker ps' status text.
+    summaries = client.api.containers(all=True, filters={"label": f"dshub.project={project}"})
+    return [container_row(s) for s in summaries]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spawner.usage", description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON object per server")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("ps", help="this deployment's containers, stopped ones too (make ps)")
     args = parser.parse_args(argv)
     settings = dshub_settings.load()
+    if args.command == "ps":
+        print(ps_table(list_containers(docker.from_env(), settings.project)))
+        return 0
     rows = collect(docker.from_env(), settings.project, DataPool.from_settings(settings))
     if args.json:
         for row in rows:
+            # Raw values for programs: json.dumps escapes control characters itself.
             print(json.dumps(asdict(row)))
     else:
         print(table(rows))

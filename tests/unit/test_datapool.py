@@ -1,11 +1,13 @@
+import datetime
 import os
+import shutil
 import stat
 import string
 from pathlib import Path
 
 import pytest
 
-from spawner.datapool import MAX_ESCAPED, DataPool, PoolError, escape_name
+from spawner.datapool import MAX_ESCAPED, RECORD_NAME, DataPool, PoolError, escape_name
 
 pytestmark = pytest.mark.unit
 
@@ -204,3 +206,112 @@ def test_archive_moves_the_folder_without_following_links(pool, tmp_path):
     again = pool.ensure_user("leaver")
     assert again.uid != account.uid, "an archived uid is never handed out again"
     assert pool.archive_user("leaver", "2026-11-25").name == "leaver-2026-11-25-2"
+
+
+def record_lines(pool: DataPool) -> list[str]:
+    return (pool.root / RECORD_NAME).read_text().splitlines()
+
+
+def test_every_issued_uid_is_recorded_before_its_folder(pool):
+    ada, ds = pool.ensure_user("ada"), pool.ensure_user("Data Science 101")
+    today = datetime.date.today().isoformat()
+    assert record_lines(pool) == [
+        f"{ada.uid} ada {today}",
+        f"{ds.uid} {escape_name('Data Science 101')} {today}",
+    ]
+    st = os.lstat(pool.root / RECORD_NAME)
+    assert stat.S_ISREG(st.st_mode)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    pool.ensure_user("ada")
+    assert len(record_lines(pool)) == 2, "an existing user is not recorded again"
+
+
+def test_a_deleted_archive_never_frees_its_uid(pool):
+    leaver = pool.ensure_user("leaver")
+    archived = pool.archive_user("leaver", "2026-11-25")
+    shutil.rmtree(archived)
+    assert pool.ensure_user("newcomer").uid != leaver.uid
+    # Nor for a new hub process, which knows nothing but the pool.
+    fresh = DataPool(pool.root, pool.host_root, pool.uid_min, pool.uid_max)
+    assert fresh.ensure_user("later").uid not in {leaver.uid, pool.ensure_user("newcomer").uid}
+
+
+def make_folder(parent: Path, name: str, uid: int) -> None:
+    parent.mkdir(parents=True, exist_ok=True)
+    os.mkdir(parent / name, 0o700)
+    os.chown(parent / name, uid, uid)
+
+
+def test_a_pool_without_record_records_its_folders_at_first_use(pool):
+    make_folder(pool.root / "users", "old", 20000)
+    make_folder(pool.root / "archive", "gone-2020-01-01", 20001)
+    assert not (pool.root / RECORD_NAME).exists()
+    assert pool.ensure_user("old").uid == 20000
+    today = datetime.date.today().isoformat()
+    assert record_lines(pool) == [f"20000 old {today}", f"20001 gone-2020-01-01 {today}"]
+    shutil.rmtree(pool.root / "archive" / "gone-2020-01-01")
+    assert pool.ensure_user("new").uid == 20002
+
+
+def test_a_pool_without_record_records_its_folders_at_first_allocation(pool):
+    make_folder(pool.root / "archive", "gone-2020-01-01", 20000)
+    make_folder(pool.root / "archive", "Renamed By Hand", 20001)
+    make_folder(pool.root / "archive", os.fsdecode(b"not utf-8 \xff"), 20002)
+    assert pool.ensure_user("new").uid == 20003
+    names = [line.split(" ")[1] for line in record_lines(pool)]
+    assert names == ["gone-2020-01-01", escape_name("Renamed By Hand"), "not-20utf-2d8-20-ff", "new"]
+
+
+def test_archiving_records_the_uid_of_a_pool_without_record(pool):
+    make_folder(pool.root / "users", "old", 20000)
+    pool.archive_user("old", "2026-11-25")
+    assert [line.split(" ")[0] for line in record_lines(pool)] == ["20000"]
+
+
+@pytest.mark.parametrize("existing_target", [True, False])
+def test_a_link_at_the_record_is_refused_not_followed(pool, tmp_path, existing_target):
+    pool.root.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    if existing_target:
+        victim.write_text("root:x:0:0\n")
+        victim.chmod(0o644)
+    os.symlink(victim, pool.root / RECORD_NAME)
+    with pytest.raises(PoolError, match=f"{RECORD_NAME} cannot be opened.*never a link"):
+        pool.ensure_user("ada")
+    assert not pool.user_path("ada").exists()
+    if existing_target:
+        assert victim.read_text() == "root:x:0:0\n"
+        assert stat.S_IMODE(os.lstat(victim).st_mode) == 0o644
+    else:
+        assert not victim.exists()
+
+
+def test_a_record_others_can_write_is_refused(pool):
+    pool.root.mkdir(parents=True)
+    (pool.root / RECORD_NAME).write_text("")
+    os.chown(pool.root / RECORD_NAME, 20005, 20005)
+    with pytest.raises(PoolError, match="must be a regular file owned by uid 0"):
+        pool.ensure_user("ada")
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "problem"),
+    [
+        ("20000 ada 2026-11-25\nnot a record line\n", 2, "expected '<uid> <escaped name> <YYYY-MM-DD>'"),
+        ("20000 ada 2026-11-25\n\n", 2, "expected"),
+        ("20000 Ada 2026-11-25\n", 1, "expected"),
+        ("20000 ada 2026-02-30\n", 1, "2026-02-30 is not a date"),
+        ("20000 ada 2026-11-25\n20001 bob 2026-1", 2, "incomplete"),
+        ("20000 ada\x1b[2J 2026-11-25\n", 1, "expected"),
+    ],
+)
+def test_a_record_line_that_cannot_be_parsed_is_an_error(pool, content, line, problem):
+    pool.root.mkdir(parents=True)
+    (pool.root / RECORD_NAME).write_text(content)
+    os.chmod(pool.root / RECORD_NAME, 0o600)
+    with pytest.raises(PoolError, match=f"/host/pool/{RECORD_NAME}:{line}: cannot parse") as raised:
+        pool.ensure_user("ada")
+    assert problem in str(raised.value)
+    assert "\x1b" not in str(raised.value), "the line is shown escaped"
+    assert not pool.user_path("ada").exists()
+    assert (pool.root / RECORD_NAME).read_text() == content, "nothing is appended to a broken record"
