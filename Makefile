@@ -18,7 +18,7 @@ HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password
+.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -87,8 +87,7 @@ logs: settings ## follow the hub's and Traefik's logs
 	$(COMPOSE) logs -f
 
 ps: settings ## list this deployment's containers, user servers included
-	@$(LOAD_SETTINGS); docker ps -a --filter "label=dshub.project=$$DSHUB_PROJECT" \
-	  --format 'table {{.Names}}\t{{.Status}}\t{{.Label "dshub.role"}}\t{{.Label "dshub.user"}}'
+	@$(LOAD_SETTINGS); $(PY) -m spawner.usage ps
 
 usage: settings ## running user servers with their profile, CPU, memory, disk and GPUs
 	@$(HUB_EXEC) python3 -m spawner.usage
@@ -101,5 +100,13 @@ archive: settings ## off-board a user, keeping their files: make archive NAME=bo
 	@test -n "$(NAME)" || { echo "usage: make archive NAME=bob"; exit 2; }
 	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$(NAME)"
 
-admin-password: settings ## show the first admin's initial password
-	@$(HUB_EXEC) cat /srv/dshub/data/secrets/admin-password
+admin-password: settings ## show the first admin's one-time initial password (until it is used)
+	@$(HUB_EXEC) python3 -m spawner.localauth initial-password
+
+unbind: settings ## OAuth: release a username from the provider account it is bound to: make unbind NAME=ada
+	@test -n "$(NAME)" || { echo "usage: make unbind NAME=ada"; exit 2; }
+	$(HUB_EXEC) python3 -m spawner.oauth unbind "$(NAME)"
+
+initial-password: settings ## a user's one-time initial password: make initial-password NAME=bob
+	@test -n "$(NAME)" || { echo "usage: make initial-password NAME=bob"; exit 2; }
+	@$(HUB_EXEC) python3 -m spawner.localauth initial-password "$(NAME)"

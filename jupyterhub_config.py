@@ -4,6 +4,7 @@ Every value comes from spawner.settings (validated, from .env); the logic lives 
 the spawner package; spawner.layout says where compose mounts things.
 """
 
+import logging
 import sys
 
 from spawner import culling, roster
@@ -13,6 +14,7 @@ from spawner.datapool import DataPool
 from spawner.docker import DataPoolSpawner
 from spawner.gpus import GpuAssignments
 from spawner.layout import CONFIG_DIR, DATA_DIR, RULES_FILE, secrets_dir
+from spawner.names import ControlFreeLogRecord
 from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
 from spawner.proxy import DshubTraefikProxy
 from spawner.secrets import ensure_secret
@@ -21,6 +23,8 @@ from spawner.sharing import TEMPLATES
 from spawner.sharing import USER_ROLE as SHARING_USER_ROLE
 
 SECRETS_DIR = secrets_dir()
+# Names in log lines come from users: no control characters, no forged lines.
+logging.setLogRecordFactory(ControlFreeLogRecord)
 
 try:
     settings = dshub_settings.load()
@@ -38,6 +42,12 @@ c.CryptKeeper.keys = [bytes.fromhex(ensure_secret(SECRETS_DIR, "crypt-key"))]
 c.JupyterHub.bind_url = "http://:8000"
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
 c.JupyterHub.hub_connect_url = "http://hub:8081"
+if settings.public_url.startswith("https://"):
+    # Served over https: every cookie of the hub and of the user servers is Secure
+    # (servers set theirs from JUPYTERHUB_PUBLIC_URL and HubOAuth.cookie_options).
+    c.JupyterHub.public_url = settings.public_url
+    c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
+    c.DataPoolSpawner.args = ["--HubOAuth.cookie_options=secure=True"]
 # Users survive the hub: their containers and routes outlive a hub restart.
 c.JupyterHub.cleanup_servers = False
 

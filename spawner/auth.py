@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from . import oauth
-from .layout import secrets_dir
+from .layout import initial_passwords_dir
 from .localauth import BuiltinUserListAuthenticator
-from .secrets import ensure_secret
 from .settings import Settings
 
 PROVIDERS: dict[str, tuple[type, str]] = {
@@ -37,7 +36,7 @@ def authenticator_config(settings: Settings, data_dir: Path) -> AuthConfig:
             {
                 "admin_users": set(settings.admin_users),
                 "dbm_path": str(data_dir / "passwords.dbm"),
-                "initial_admin_password": ensure_secret(secrets_dir(data_dir), "admin-password", nbytes=12),
+                "initial_passwords_dir": str(initial_passwords_dir(data_dir)),
             },
         )
     cls, service = PROVIDERS[settings.authenticator]
@@ -55,6 +54,9 @@ def authenticator_config(settings: Settings, data_dir: Path) -> AuthConfig:
         # IdP accounts are the record: an account the IdP no longer allows is not let in
         # just because the hub remembers it.
         "allow_existing_users": False,
+        "identities_path": str(data_dir / oauth.IDENTITIES_FILE),
+        "instructors_group": settings.instructors_group,
+        "instructors_from_idp": settings.oauth_instructors_from_idp,
     }
     if settings.oauth_logout_url and settings.oauth_logout_url != "idp":
         traits["logout_redirect_url"] = settings.oauth_logout_url

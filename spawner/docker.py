@@ -16,6 +16,7 @@ from .culling import check_interval
 from .datapool import Account, DataPool, escape_name
 from .faststart import FastStart
 from .gpus import GpuAssignments, NoGpuFree
+from .names import shown, username_problem
 from .profiles import Profile, ProfileError, ProfilesFile, options_form, profile_from_form
 
 HOME = "/home/jovyan"
@@ -213,6 +214,11 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     # -- start and stop ----------------------------------------------------------
 
     async def start(self) -> Any:
+        problem = username_problem(self.user.name)
+        if problem:
+            # A user named before the username rule existed: no container, no folder, no route.
+            self.log.error("Not starting a server for %s: %s", shown(self.user.name), problem)
+            raise web.HTTPError(403, f"This username breaks the username rule ({problem}): ask an admin.")
         profiles = self.profiles.current()
         if self.chosen_profile is None:
             # The hub always applies user options first; a direct start gets the default.

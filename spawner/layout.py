@@ -10,3 +10,8 @@ RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"  # volume shared with Traefik
 
 def secrets_dir(data_dir: Path = DATA_DIR) -> Path:
     return data_dir / "secrets"
+
+
+def initial_passwords_dir(data_dir: Path = DATA_DIR) -> Path:
+    """One 0600 file per user whose one-time initial password is still unused."""
+    return secrets_dir(data_dir) / "initial-passwords"

@@ -1,113 +1,421 @@
 """The built-in user list for a first install (``DSHUB_AUTHENTICATOR=local``).
 
-FirstUseAuthenticator with two changes that make it safe to expose:
+Who can claim an account, and how hard a flood of guesses hits the hub:
 
-* only users that exist in the hub may sign in (admins add them on the admin page,
-  which is the approval); a new user's first sign-in sets their password;
-* the first admin's password is generated on first start (``make admin-password``
-  shows it), so there is no window in which a stranger could claim that account.
+* Only users that exist in the hub may sign in; an admin adding them (admin page,
+  REST API, ``make roster``) is the approval.
+* Every user gets a one-time **initial password** when they are added (each
+  admin of ``DSHUB_ADMIN_USERS`` at first start, each their own). It is written
+  0600 to ``secrets/initial-passwords/<name>`` for the operator
+  (``make initial-password NAME=...``; ``make roster`` prints those of the users it
+  made) and works once: the first sign-in with it must choose the user's own
+  password on the same form, and then the initial one is gone. Nobody can claim
+  an account by being first to sign in.
+* Changing a password asks for the current one (``/hub/auth/change-password``).
+* Failed sign-ins are throttled per name and per client address: after 5
+  failures for a name (20 from an address: a class may share one address behind
+  a NAT) each further try waits twice as long as the one before (up to
+  ``THROTTLE_MAX_WAIT`` s), and a throttled try is refused before any hashing.
+* bcrypt (~0.3 s of CPU at its default cost) runs on one thread of its own, with
+  at most ``HASH_QUEUE_MAX`` sign-ins waiting: a flood of wrong passwords can use
+  one core at most, never the hub's event loop or the core that spawns need.
 
-bcrypt (~0.3 s of CPU per sign-in at its default cost) runs in a thread, not on
-the hub's event loop as upstream does: a class signing in at once otherwise
-queues behind each other's hashes, and every spawn with them (BENCHMARKS.md,
-login storm). The password file is only touched on the event loop, one access
-at a time, as upstream does.
+Initial passwords are 96 random bits, so their hashes use bcrypt's lowest cost
+(~1 ms; no work factor makes such a password safer): a class of 300 added by
+``make roster`` costs 0.3 s of hashing, not 90 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dbm
+import ipaddress
+import os
+import secrets
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import bcrypt
-from firstuseauthenticator import FirstUseAuthenticator
-from firstuseauthenticator.firstuseauthenticator import CustomLoginHandler, ResetPasswordHandler
-from jupyterhub.handlers import LoginHandler
-from traitlets import Unicode, default
+from jupyterhub.auth import Authenticator
+from jupyterhub.handlers import BaseHandler, LoginHandler
+from tornado import web
+from traitlets import Integer, Unicode
+
+from .datapool import escape_name
+from .names import normalize_username, shown, username_problem
+from .usernames import UsernameRuleMixin
+
+INITIAL = b"initial:"
+INITIAL_HASH_ROUNDS = 4
+FREE_FAILURES_PER_NAME = 5
+FREE_FAILURES_PER_ADDRESS = 20
+THROTTLE_MAX_WAIT = 300.0
+# Failures older than this are forgotten.
+THROTTLE_MEMORY = 900.0
+HASH_QUEUE_MAX = 32
+EDGE_HOST = "proxy"  # the edge proxy's service name in compose/compose.yaml
 
 
-class BuiltinLoginHandler(CustomLoginHandler):
-    """firstuseauthenticator's login page, fixed for JupyterHub 6.
+@dataclass
+class _Failures:
+    count: int
+    last: float
 
-    JupyterHub 6 renders login errors through ``_render(..., sync=True)``; the
-    upstream override does not take extra arguments and turns every failed
-    sign-in into a 500.
+
+class SignInThrottle:
+    """Failed sign-ins per key (a name, an address): how long the next try must wait."""
+
+    def __init__(self, free: int, max_wait: float = THROTTLE_MAX_WAIT) -> None:
+        self.free = free
+        self.max_wait = max_wait
+        self._failures: dict[str, _Failures] = {}
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        entry = self._failures.get(key)
+        if entry is None or now - entry.last > THROTTLE_MEMORY:
+            return 0.0
+        if entry.count < self.free:
+            return 0.0
+        backoff = min(2.0 ** (entry.count - self.free), self.max_wait)
+        return max(0.0, backoff - (now - entry.last))
+
+    def failed(self, key: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        entry = self._failures.get(key)
+        if entry is None or now - entry.last > THROTTLE_MEMORY:
+            entry = self._failures[key] = _Failures(0, now)
+        entry.count += 1
+        entry.last = now
+        if len(self._failures) > 100_000:
+            self._forget_old(now)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def _forget_old(self, now: float) -> None:
+        for key in [k for k, e in self._failures.items() if now - e.last > THROTTLE_MEMORY]:
+            del self._failures[key]
+
+
+class HashingBusy(RuntimeError):
+    pass
+
+
+class BoundedHasher:
+    """bcrypt on one thread of its own, with a bounded queue."""
+
+    def __init__(self, queue_max: int = HASH_QUEUE_MAX) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dshub-bcrypt")
+        self._queue_max = queue_max
+        self._waiting = 0
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        if self._waiting >= self._queue_max:
+            raise HashingBusy("too many sign-ins at once")
+        self._waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._waiting -= 1
+
+
+_edge_addresses: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+def edge_addresses() -> frozenset[str]:
+    """The edge proxy's addresses on the project network (looked up at most every 30 s)."""
+    global _edge_addresses
+    looked_up, addresses = _edge_addresses
+    if time.monotonic() - looked_up > 30:
+        try:
+            infos = socket.getaddrinfo(EDGE_HOST, None)
+            addresses = frozenset(str(info[4][0]) for info in infos)
+        except OSError:
+            addresses = frozenset()
+        _edge_addresses = (time.monotonic(), addresses)
+    return addresses
+
+
+def client_address(handler: web.RequestHandler) -> str:
+    """The browser's address: from X-Forwarded-For only when the edge proxy sent the request.
+
+    JupyterHub trusts forwarded headers from any peer; a user container that
+    talks to the hub's port directly could otherwise pick the address it is
+    throttled under.
     """
+    peer = handler.request.connection.context.address[0]  # type: ignore[union-attr]
+    if peer in edge_addresses():
+        return str(handler.request.remote_ip)
+    try:
+        return str(ipaddress.ip_address(peer))
+    except ValueError:
+        return str(peer)
+
+
+class PasswordFile:
+    """The password database: name -> bcrypt hash, or INITIAL + hash of a one-time password."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def get(self, name: str) -> bytes | None:
+        with dbm.open(self.path, "c", 0o600) as db:
+            return db.get(name.encode("utf-8"))
+
+    def set_if_absent(self, name: str, value: bytes) -> bool:
+        with dbm.open(self.path, "c", 0o600) as db:
+            key = name.encode("utf-8")
+            if key in db:
+                return False
+            db[key] = value
+            return True
+
+    def replace(self, name: str, expected: bytes, value: bytes) -> bool:
+        """Store value only if the entry is still ``expected`` (two tabs using one initial password)."""
+        with dbm.open(self.path, "c", 0o600) as db:
+            key = name.encode("utf-8")
+            if db.get(key) != expected:
+                return False
+            db[key] = value
+            return True
+
+
+class BuiltinLoginHandler(LoginHandler):
+    """JupyterHub's login page, with the reason of a refusal the authenticator gives."""
+
+    custom_login_error = ""
+    # Set when the password given was a correct initial one: the form asks for a new one.
+    ask_new_password = False
 
     def _render(self, login_error: str | None = None, username: str | None = None, **kwargs: Any) -> Any:
-        return LoginHandler._render(self, self.custom_login_error or login_error, username, **kwargs)
+        return super()._render(
+            self.custom_login_error or login_error,
+            username,
+            ask_new_password=self.ask_new_password,
+            min_password_length=self.authenticator.min_password_length,
+            **kwargs,
+        )
 
 
-class BuiltinUserListAuthenticator(FirstUseAuthenticator):
-    """Password sign-in for users an admin has added; first sign-in sets the password."""
+class ChangePasswordHandler(BaseHandler):
+    """``/hub/auth/change-password``: the current password, then the new one twice."""
 
-    initial_admin_password = Unicode(
+    async def _page(self, message: str = "", ok: bool = False) -> None:
+        html = await self.render_template(
+            "change-password.html",
+            message=message,
+            ok=ok,
+            min_length=self.authenticator.min_password_length,
+        )
+        self.finish(html)
+
+    @web.authenticated
+    async def get(self) -> None:
+        await self._page()
+
+    @web.authenticated
+    async def post(self) -> None:
+        current = self.get_body_argument("current_password", "", strip=False)
+        new = self.get_body_argument("new_password", "", strip=False)
+        repeated = self.get_body_argument("new_password_again", "", strip=False)
+        if new != repeated:
+            self.set_status(400)
+            await self._page("The two new passwords differ.")
+            return
+        message = await self.authenticator.change_password(self, self.current_user.name, current, new)
+        if message:
+            self.set_status(400)
+        await self._page(message or "Your password is changed.", ok=not message)
+
+
+class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
+    """Password sign-in for users an admin has added, with one-time initial passwords."""
+
+    dbm_path = Unicode(config=True, help="The password database (dbm, 0600).")
+    initial_passwords_dir = Unicode(
         config=True,
-        help="""Password stored for each admin in ``admin_users`` that has none yet.
-
-        Set from a secret generated on first start. Once an admin has a password
-        (set here, or changed on /hub/auth/change-password) it is never overwritten.
-        """,
+        help="""Folder (0700) where each new user's initial password is written, 0600,
+        for the operator; the file goes when the password has been used.""",
     )
+    min_password_length = Integer(8, config=True, help="Shortest password a user may choose.")
 
-    @default("create_users")
-    def _no_self_registration(self) -> bool:
-        return False
+    # Class level: one hub, one record of failures and one bcrypt thread, whatever
+    # traitlets does with config values.
+    name_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_NAME)
+    address_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_ADDRESS)
+    hasher: ClassVar[BoundedHasher] = BoundedHasher()
 
-    @default("min_password_length")
-    def _min_password_length(self) -> int:
-        return 8
-
-    @default("check_passwords_on_startup")
-    def _no_legacy_check(self) -> bool:
-        # Only databases written before firstuseauthenticator 1.0 need it.
-        return False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if self.initial_admin_password:
-            self._seed_admin_passwords()
-
-    def _seed_admin_passwords(self) -> None:
+    @property
+    def passwords(self) -> PasswordFile:
         Path(self.dbm_path).parent.mkdir(parents=True, exist_ok=True)
-        with dbm.open(self.dbm_path, "c", 0o600) as db:
-            for name in self.admin_users:
-                key = self.normalize_username(name).encode("utf-8")
-                if key not in db:
-                    db[key] = bcrypt.hashpw(self.initial_admin_password.encode("utf-8"), bcrypt.gensalt())
-                    self.log.info("Stored the initial password of admin %s", name)
+        return PasswordFile(self.dbm_path)
+
+    # -- initial passwords ---------------------------------------------------------
+
+    async def add_user(self, user: Any) -> None:
+        """A user joined (admin page, API, roster, DSHUB_ADMIN_USERS, or already there at start)."""
+        super().add_user(user)
+        if self.passwords.get(user.name) is not None:
+            return
+        password = secrets.token_urlsafe(12)
+        hashed = await self.hasher.run(bcrypt.hashpw, password.encode(), bcrypt.gensalt(INITIAL_HASH_ROUNDS))
+        if self.passwords.set_if_absent(user.name, INITIAL + hashed):
+            self._write_initial(user.name, password)
+            self.log.info("Made the initial password of %s (make initial-password NAME=...)", user.name)
+
+    def initial_password_path(self, name: str) -> Path:
+        return Path(self.initial_passwords_dir) / escape_name(name)
+
+    def _write_initial(self, name: str, password: str) -> None:
+        folder = Path(self.initial_passwords_dir)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.initial_password_path(name)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        os.replace(tmp, path)
+
+    def _forget_initial(self, name: str) -> None:
+        self.initial_password_path(name).unlink(missing_ok=True)
+
+    # -- sign-in ---------------------------------------------------------------------
+
+    def _failed(self, handler: Any, name: str | None, address: str) -> None:
+        handler.custom_login_error = "Invalid username or password."
+        if name is not None:
+            self.name_throttle.failed(name)
+        self.address_throttle.failed(address)
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
-        username = self.normalize_username(data.get("username", ""))
-        if not username or handler.find_user(username) is None:
-            self.log.info("Refused sign-in: %r is not a user of this hub", username)
-            return None
-        password = data.get("password", "")
-        loop = asyncio.get_running_loop()
-        key = username.encode("utf-8")
-        with dbm.open(self.dbm_path, "c", 0o600) as db:
-            stored = db.get(key)
-        if stored is None:
-            # The first sign-in sets the password (firstuseauthenticator's rule).
-            if not self._validate_password(password):
-                handler.custom_login_error = (
-                    f"Password too short! Please choose a password at least "
-                    f"{self.min_password_length} characters long."
-                )
-                self.log.error(handler.custom_login_error)
-                return None
-            hashed = await loop.run_in_executor(
-                None, bcrypt.hashpw, password.encode("utf-8"), bcrypt.gensalt()
+        raw = data.get("username", "")
+        name = normalize_username(raw)
+        address = client_address(handler)
+        wait = max(self.name_throttle.wait(name), self.address_throttle.wait(address))
+        if wait:
+            self.log.warning("Throttled sign-in of %s from %s: %.0f s to wait", shown(raw), address, wait)
+            handler.custom_login_error = (
+                f"Too many failed sign-ins for this name or from your address: try again in {wait:.0f} s."
             )
-            with dbm.open(self.dbm_path, "c", 0o600) as db:
-                # A second first sign-in that hashed meanwhile does not overwrite the first.
-                stored = db.setdefault(key, hashed)
-            if stored == hashed:
-                return username
-        matches = await loop.run_in_executor(None, bcrypt.checkpw, password.encode("utf-8"), stored)
-        return username if matches else None
+            return None
+        if username_problem(name) or handler.find_user(name) is None:
+            self.log.info("Refused sign-in: %s is not a user of this hub", shown(raw))
+            self._failed(handler, None, address)
+            return None
+        stored = self.passwords.get(name)
+        if stored is None:
+            self.log.info("Refused sign-in of %s: no password yet", name)
+            self._failed(handler, None, address)
+            return None
+        password = data.get("password", "").encode()
+        try:
+            if stored.startswith(INITIAL):
+                return await self._first_sign_in(
+                    handler, name, password, stored, data.get("new_password", "")
+                )
+            if await self.hasher.run(bcrypt.checkpw, password, stored):
+                self.name_throttle.succeeded(name)
+                return name
+        except HashingBusy:
+            handler.custom_login_error = "The hub is busy signing people in: try again in a few seconds."
+            return None
+        self.log.info("Refused sign-in of %s: wrong password", name)
+        self._failed(handler, name, address)
+        return None
+
+    async def _first_sign_in(
+        self, handler: Any, name: str, password: bytes, stored: bytes, new: str
+    ) -> str | None:
+        if not await self.hasher.run(bcrypt.checkpw, password, stored[len(INITIAL) :]):
+            self.log.info("Refused sign-in of %s: wrong initial password", name)
+            self._failed(handler, name, client_address(handler))
+            return None
+        problem = self._password_problem(new, password.decode())
+        if problem:
+            handler.custom_login_error = (
+                f"This is your initial password: it works only once, to choose your own. {problem}"
+            )
+            handler.ask_new_password = True
+            return None
+        hashed = await self.hasher.run(bcrypt.hashpw, new.encode(), bcrypt.gensalt())
+        if not self.passwords.replace(name, stored, hashed):
+            handler.custom_login_error = "Your initial password has already been used."
+            return None
+        self._forget_initial(name)
+        self.name_throttle.succeeded(name)
+        self.log.info("%s chose their own password at first sign-in", name)
+        return name
+
+    def _password_problem(self, new: str, old: str) -> str | None:
+        if len(new) < self.min_password_length:
+            return f"Enter a new password of at least {self.min_password_length} characters."
+        if new == old:
+            return "The new password must differ from the old one."
+        return None
+
+    async def change_password(self, handler: Any, name: str, current: str, new: str) -> str | None:
+        """None when changed; else what the user must fix."""
+        wait = self.name_throttle.wait(name)
+        if wait:
+            return f"Too many wrong passwords: try again in {wait:.0f} s."
+        stored = self.passwords.get(name)
+        if stored is None or stored.startswith(INITIAL):
+            return "Sign in with your initial password first."
+        try:
+            if not await self.hasher.run(bcrypt.checkpw, current.encode(), stored):
+                self.name_throttle.failed(name)
+                return "The current password is wrong."
+            problem = self._password_problem(new, current)
+            if problem:
+                return problem
+            hashed = await self.hasher.run(bcrypt.hashpw, new.encode(), bcrypt.gensalt())
+        except HashingBusy:
+            return "The hub is busy: try again in a few seconds."
+        if not self.passwords.replace(name, stored, hashed):
+            return "Your password was changed meanwhile: sign in again."
+        self.log.info("%s changed their password", name)
+        return None
 
     def get_handlers(self, app: Any) -> list[tuple[str, type]]:
-        return [(r"/login", BuiltinLoginHandler), (r"/auth/change-password", ResetPasswordHandler)]
+        # First match wins: these go before the base class's plain login page.
+        return [
+            (r"/login", BuiltinLoginHandler),
+            (r"/auth/change-password", ChangePasswordHandler),
+            *super().get_handlers(app),
+        ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make initial-password NAME=...`` (in the hub container): a user's unused initial password."""
+    import argparse
+    import sys
+
+    from . import settings as dshub_settings
+    from .layout import initial_passwords_dir
+
+    parser = argparse.ArgumentParser(prog="python -m spawner.localauth", description=main.__doc__)
+    parser.add_argument("command", choices=["initial-password"])
+    parser.add_argument("name", nargs="?", help="the user (default: the first of DSHUB_ADMIN_USERS)")
+    args = parser.parse_args(argv)
+    settings = dshub_settings.load()
+    name = normalize_username(args.name or settings.admin_users[0])
+    path = initial_passwords_dir() / escape_name(name)
+    try:
+        print(path.read_text().strip())
+    except FileNotFoundError:
+        print(
+            f"dshub: no unused initial password for {shown(name)}: they chose their own already, or are "
+            "not a user (an admin adds them on the admin page or with make roster)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

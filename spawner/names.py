@@ -9,10 +9,10 @@ name goes through :func:`normalize_username` and :func:`username_problem`.
 
 The rule (``USERNAME_RULE``): Unicode NFKC, then lowercase; then 1 to 64
 characters of ``a-z 0-9``, single ``.``, ``_``, ``-`` or ``@`` between them, and
-a letter or digit at both ends. So ``Ada`` and ``ＡＤＡ`` (full width) are one
-user, ``ada``; a Kelvin sign ``K`` (U+212A) becomes ``k``; a Cyrillic ``а`` is
-refused: two spellings are one user or a refusal, never two users. E-mail addresses and
-student numbers fit; quotes, slashes, spaces, backticks, ``%``, control
+a letter or digit at both ends. So ``Ada`` and ``ADA`` written in full-width
+letters (U+FF21...) are one user, ``ada``; a Kelvin sign (U+212A) becomes ``k``;
+a Cyrillic ``a`` (U+0430) is refused: two spellings are one user or a refusal,
+never two users. E-mail addresses and student numbers fit; quotes, slashes, spaces, backticks, ``%``, control
 characters and anything outside ASCII after NFKC do not.
 
 This module imports nothing of dshub: settings, the authenticators, the proxy
@@ -21,6 +21,7 @@ and the tools all take the rule from here.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 
@@ -31,7 +32,7 @@ USERNAME_RULE = (
     "'.', '_', '-' or '@' between them (it starts and ends with a letter or digit)"
 )
 _USERNAME = re.compile(USERNAME_PATTERN)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 class InvalidUsername(ValueError):
@@ -82,3 +83,16 @@ def shown(text: str, limit: int = 80) -> str:
 def without_control(text: str) -> str:
     """Text with control characters written as escapes, everything else unchanged."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class ControlFreeLogRecord(logging.LogRecord):
+    """A log record whose message cannot hold control characters or newlines.
+
+    Installed for the whole hub process (``logging.setLogRecordFactory``): JupyterHub
+    logs names and paths as they were typed (e.g. the username of a failed sign-in),
+    and one with a newline would forge a log line. Tracebacks are formatted apart
+    and keep their lines.
+    """
+
+    def getMessage(self) -> str:
+        return without_control(super().getMessage())

@@ -19,6 +19,14 @@ costs are cut (BENCHMARKS.md, route registration):
   whole file is rewritten per route; this writes the same TOML ~7x faster;
 * the file is written in place, so Traefik rebuilds all routes once per write
   event; it is now written aside and moved in (one rebuild per change).
+
+Routes are checked before they reach Traefik, whatever the hub passes
+(:func:`route_problem`). jupyterhub-traefik-proxy *unquotes* a routespec and
+puts it between backticks in Traefik's rule language, so a username made of
+rule syntax once became a rule that matched every request of the hub. The
+username rule (spawner.names) keeps such names out; this is the second wall: a
+route whose path, host, target or user holds anything outside a small safe set
+is refused and logged, and one already in the rules file is removed.
 """
 
 from __future__ import annotations
@@ -26,18 +34,47 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import tempfile
 from typing import Any
+from urllib.parse import unquote
 
 import bcrypt
 from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
 from jupyterhub_traefik_proxy.traefik_utils import TraefikConfigFileHandler
 from traitlets import Float, default, observe
 
+from .names import is_valid_username, shown
+
 RULES_MODE = 0o644
 WRITING_DIR = ".writing"
 # bcrypt's lowest cost: see the module docstring on why that is safe for the API password.
 API_HASH_ROUNDS = 4
+# A routespec: an optional host (DNS labels, optional port), then a path of
+# segments made only of characters that mean nothing in Traefik's rule language
+# or in a URL path (and never '.' or '..'). Checked both as given and unquoted (the form Traefik gets).
+_ROUTESPEC = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]{1,5})?)?"
+    r"/(?:(?!\.\.?/)[A-Za-z0-9._~@-]+/)*"
+)
+_TARGET = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~@/-]*)?")
+_MAX_ROUTESPEC = 512
+
+
+def route_problem(routespec: str, target: str, data: dict[str, Any]) -> str | None:
+    """Why this route must not reach Traefik, or None when it is safe to write."""
+    if not isinstance(routespec, str) or len(routespec) > _MAX_ROUTESPEC:
+        return "the route is not a string of at most 512 characters"
+    if not (_ROUTESPEC.fullmatch(routespec) and _ROUTESPEC.fullmatch(unquote(routespec))):
+        return f"the route {shown(routespec)} holds characters outside the safe set"
+    if not isinstance(target, str) or not _TARGET.fullmatch(target):
+        return f"the target {shown(str(target))} is not a plain http(s)://host:port URL"
+    user = data.get("user")
+    if user is not None and not (isinstance(user, str) and is_valid_username(user)):
+        return f"the user {shown(str(user))} breaks the username rule"
+    return None
+
+
 # Header tables down to this depth ([http.routers]); deeper dicts are inline
 # tables, one route per line.
 _TABLE_DEPTH = 2
@@ -131,6 +168,41 @@ class DshubTraefikProxy(TraefikFileProviderProxy):
     @observe("dynamic_config_file")
     def _set_dynamic_config_file(self, change: Any) -> None:
         self.dynamic_config_handler = ReadableRulesFileHandler(change.new)
+
+    async def add_route(self, routespec: str, target: str, data: dict[str, Any]) -> None:
+        problem = route_problem(routespec, target, data)
+        if problem:
+            self.log.error("Refused to write a route to Traefik: %s", problem)
+            raise ValueError(f"route refused: {problem}")
+        await super().add_route(routespec, target, data)
+
+    async def check_routes(
+        self, user_dict: dict[Any, Any], service_dict: dict[Any, Any], routes: dict[str, Any] | None = None
+    ) -> None:
+        """JupyterHub's periodic route check, minus routes and users that break the rules.
+
+        Users whose names break the username rule (made before it existed) get
+        no route: they are reported here at every check, until an admin renames
+        or deletes them.
+        """
+        if not routes:
+            routes = await self.get_all_routes()
+        for routespec, route in list(routes.items()):
+            problem = route_problem(routespec, route.get("target", ""), route.get("data") or {})
+            if problem:
+                self.log.error("Removing a route from Traefik's rules: %s", problem)
+                await self.delete_route(routespec)
+                del routes[routespec]
+        routable = {}
+        for key, user in user_dict.items():
+            if is_valid_username(user.name):
+                routable[key] = user
+            elif any(spawner.ready for spawner in user.spawners.values()):
+                self.log.error(
+                    "User %s breaks the username rule and gets no route: rename or delete them",
+                    shown(user.name),
+                )
+        await super().check_routes(routable, service_dict, routes)
 
     async def _wait_for_route(self, routespec: str) -> None:
         loop = asyncio.get_running_loop()

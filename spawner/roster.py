@@ -5,10 +5,14 @@ where the hub API and the pool are at hand and a service token with just the
 scopes it needs is kept with the other secrets.
 
 CSV columns: ``username,groups,role``; groups separated by ``;``; role is one of
-student, instructor (member of DSHUB_INSTRUCTORS_GROUP), admin. An import is
-all-or-nothing: if any row is bad, every bad row is reported and nothing is
-applied. It is idempotent and additive (it never removes users or memberships),
-and it reports exactly what it changed.
+student, instructor (member of DSHUB_INSTRUCTORS_GROUP), admin. Usernames follow
+the hub's one username rule (spawner.names): a name is normalised the same way
+the hub does it, and one that breaks the rule is reported with its line. An
+import is all-or-nothing: if any row is bad, every bad row is reported and
+nothing is applied. It is idempotent and additive (it never removes users or
+memberships), and it reports exactly what it changed, with the one-time initial
+password of each user it created when the hub uses its built-in sign-in (printed
+this once; ``make initial-password NAME=...`` shows it again until it is used).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from urllib.parse import quote
 import requests
 
 from . import settings as dshub_settings
-from .datapool import DataPool
-from .layout import secrets_dir
+from .datapool import DataPool, escape_name
+from .layout import initial_passwords_dir, secrets_dir
+from .names import InvalidUsername, checked_username, normalize_username, shown
 from .secrets import ensure_secret
 
 ROLES = ("student", "instructor", "admin")
@@ -73,20 +78,22 @@ def parse(text: str, instructors_group: str) -> Roster:
         return roster
     seen: dict[str, int] = {}
     for lineno, row in enumerate(reader, start=2):
-        name = (row.get("username") or "").strip().lower()
         role = (row.get("role") or "").strip().lower() or "student"
         groups = tuple(g.strip() for g in (row.get("groups") or "").split(";") if g.strip())
         problems = []
-        if not re.fullmatch(dshub_settings.USERNAME_PATTERN, name):
-            problems.append(f"bad username {row.get('username')!r}")
-        elif name in seen:
+        name = None
+        try:
+            name = checked_username(row.get("username") or "")
+        except InvalidUsername as refused:
+            problems.append(f"bad username {refused}")
+        if name in seen:
             problems.append(f"duplicate of line {seen[name]} ({name})")
-        bad_groups = [g for g in groups if not re.fullmatch(dshub_settings.IDP_NAME_PATTERN, g)]
+        bad_groups = [shown(g) for g in groups if not re.fullmatch(dshub_settings.IDP_NAME_PATTERN, g)]
         if bad_groups:
-            problems.append(f"bad group name(s) {bad_groups}")
+            problems.append(f"bad group name(s) {', '.join(bad_groups)}")
         if role not in ROLES:
             problems.append(f"unknown role {role!r} (use {', '.join(ROLES)})")
-        if problems:
+        if problems or name is None:
             roster.errors.append(f"line {lineno}: " + "; ".join(problems))
             continue
         seen[name] = lineno
@@ -117,15 +124,17 @@ class Hub:
         return {g["name"]: g for g in self.call("GET", "/groups?limit=100000")}
 
 
-def apply(roster: Roster, hub: Hub) -> list[str]:
-    """Make the hub hold everything in the roster; return what changed."""
+def apply(roster: Roster, hub: Hub) -> tuple[list[str], list[str]]:
+    """Make the hub hold everything in the roster; return what changed and who was created."""
     changes = []
+    created: list[str] = []
     users = hub.users()
     new = [m for m in roster.members if m.name not in users]
     for admin in (False, True):
         names = [m.name for m in new if (m.role == "admin") == admin]
         if names:
             hub.call("POST", "/users", json={"usernames": names, "admin": admin})
+            created.extend(names)
             changes.append(f"created {'admin' if admin else 'user'}(s): {', '.join(names)}")
     for m in roster.members:
         if m.role == "admin" and m.name in users and not users[m.name]["admin"]:
@@ -147,7 +156,17 @@ def apply(roster: Roster, hub: Hub) -> list[str]:
         if missing:
             hub.call("POST", f"/groups/{quote(group, safe='')}/users", json={"users": missing})
             changes.append(f"added to {group}: {', '.join(missing)}")
-    return changes
+    return changes, created
+
+
+def initial_passwords(names: list[str], folder: Path) -> list[str]:
+    """``name: password`` for each user whose one-time initial password is still unused."""
+    found = []
+    for name in names:
+        path = folder / escape_name(name)
+        if path.is_file():
+            found.append(f"{name}: {path.read_text().strip()}")
+    return found
 
 
 def archive(name: str, hub: Hub, pool: DataPool, remove_from_hub: bool, today: datetime.date) -> list[str]:
@@ -189,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             if roster.errors:
                 print("roster NOT applied; fix these rows:", *roster.errors, sep="\n  ", file=sys.stderr)
                 return 1
-            changes = [] if args.dry_run else apply(roster, hub)
+            changes, created = ([], []) if args.dry_run else apply(roster, hub)
             print(f"{len(roster.members)} row(s) valid" + (" (dry run)" if args.dry_run else ""))
+            passwords = initial_passwords(created, initial_passwords_dir())
+            if passwords:
+                print("initial passwords (each works once; hand them out privately):", *passwords, sep="\n  ")
         else:
-            name = args.name.strip().lower()
+            # Not checked against the rule: a user named before it existed can be off-boarded too.
+            name = normalize_username(args.name)
             changes = archive(
                 name, hub, DataPool.from_settings(settings), args.remove_from_hub, datetime.date.today()
             )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .names import USERNAME_PATTERN, USERNAME_RULE
 
@@ -114,6 +115,40 @@ def _url(name: str, raw: str) -> str:
     if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s'\"\\]*)?", raw):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL.")
     return raw
+
+
+_IDP_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?(/[^\s'\"\\]*)?")
+# The development provider as the hub reaches it (compose/dev-oidc.yaml).
+DEV_PROVIDER_HOST = "oidc"
+
+
+def _idp_url(name: str, raw: str) -> str:
+    """An identity provider's URL: https, plain http only to this machine or the dev provider.
+
+    Sign-in codes, tokens and the claims that decide who is admin travel over these.
+    """
+    try:
+        parts = urlsplit(raw) if _IDP_URL.fullmatch(raw) else None
+    except ValueError:  # a bracketed host that is no IPv6 address
+        parts = None
+    if parts is None:
+        raise SettingsError(f"{name}={raw!r} is not an http(s) URL.")
+    if parts.scheme == "https" or _loopback_or_dev_provider(parts.hostname or ""):
+        return raw
+    raise SettingsError(
+        f"{name}={raw!r} uses plain http, which would carry sign-in codes and tokens unencrypted: "
+        f"use {'https' + raw[len('http') :]!r}. Plain http is accepted only for localhost, "
+        f"127.0.0.0/8, ::1 and the development provider's service name {DEV_PROVIDER_HOST!r}."
+    )
+
+
+def _loopback_or_dev_provider(host: str) -> bool:
+    if host in ("localhost", DEV_PROVIDER_HOST):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _choice(*choices: str) -> Callable[[str, str], str]:
@@ -259,6 +294,15 @@ SETTINGS: tuple[Setting, ...] = (
         empty=(),
     ),
     Setting(
+        "DSHUB_OAUTH_INSTRUCTORS_FROM_IDP",
+        "false",
+        "true: members of the provider's group named DSHUB_INSTRUCTORS_GROUP become instructors "
+        "(they may write the course folder); only if nobody but you can create or join that "
+        "group, see docs/auth.md. false: the provider's group of that name is ignored and "
+        "instructors are made on the hub (make roster, admin page). For generic, azuread and GitHub teams.",
+        _bool,
+    ),
+    Setting(
         "DSHUB_OAUTH_ALLOW_ALL",
         "false",
         "true lets every account of the provider in. With no allow rule and this false, "
@@ -309,39 +353,40 @@ SETTINGS: tuple[Setting, ...] = (
         "DSHUB_OIDC_ISSUER",
         "",
         "generic: issuer URL as the browser reaches it; endpoints come from its "
-        "/.well-known/openid-configuration.",
-        _url,
+        "/.well-known/openid-configuration. This and the other provider URLs must be https "
+        "(plain http only to localhost, 127.0.0.0/8, ::1 or the development provider 'oidc').",
+        _idp_url,
     ),
     Setting(
         "DSHUB_OIDC_BACKCHANNEL_URL",
         "",
         "generic: the issuer URL as the hub container reaches it, when that differs from "
         "DSHUB_OIDC_ISSUER (e.g. an IdP in the same compose project).",
-        _url,
+        _idp_url,
     ),
     Setting(
         "DSHUB_OAUTH_AUTHORIZE_URL",
         "",
         "generic without discovery: authorization endpoint (browser-facing).",
-        _url,
+        _idp_url,
     ),
     Setting(
         "DSHUB_OAUTH_TOKEN_URL",
         "",
         "generic without discovery: token endpoint (reached by the hub).",
-        _url,
+        _idp_url,
     ),
     Setting(
         "DSHUB_OAUTH_USERDATA_URL",
         "",
         "generic without discovery: userinfo endpoint (reached by the hub).",
-        _url,
+        _idp_url,
     ),
     Setting(
         "DSHUB_GITLAB_URL",
         "https://gitlab.com",
         "gitlab: base URL of the GitLab instance (self-hosted or gitlab.com).",
-        _url,
+        _idp_url,
     ),
     Setting(
         "DSHUB_GOOGLE_HOSTED_DOMAINS",
@@ -612,6 +657,21 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
         )
     if kind in ("gitlab", "google") and values["DSHUB_OAUTH_ADMIN_GROUPS"]:
         errors.append(f"DSHUB_OAUTH_ADMIN_GROUPS is not supported with {kind}: use DSHUB_ADMIN_USERS.")
+    # Where these settings are matched against synced groups, the ignored instructors
+    # group would silently never match.
+    synced = {
+        "generic": ("DSHUB_OAUTH_ADMIN_GROUPS", "DSHUB_OAUTH_ALLOWED_GROUPS"),
+        "azuread": ("DSHUB_OAUTH_ADMIN_GROUPS", "DSHUB_OAUTH_ALLOWED_GROUPS"),
+        "github": ("DSHUB_OAUTH_ADMIN_GROUPS",),
+    }
+    instructors = values["DSHUB_INSTRUCTORS_GROUP"]
+    for name in () if values["DSHUB_OAUTH_INSTRUCTORS_FROM_IDP"] else synced.get(kind, ()):
+        if instructors in values[name]:
+            errors.append(
+                f"{name} names {instructors!r} (DSHUB_INSTRUCTORS_GROUP), a group that is ignored from "
+                "the provider while DSHUB_OAUTH_INSTRUCTORS_FROM_IDP=false: set that to true (its "
+                "members then are instructors too) or name another group."
+            )
     for name in ("DSHUB_OIDC_ISSUER", "DSHUB_OIDC_BACKCHANNEL_URL"):
         if values[name] and values[name].endswith("/"):
             errors.append(f"{name} must not end with '/': write it as the issuer claim does.")

@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+from jupyterhub import orm
 from tornado import web
 from traitlets.config import Config
 
@@ -24,17 +25,17 @@ def build(env, tmp_path):
     return auth, auth.cls(config=Config({auth.cls.__name__: auth.traits}))
 
 
-def test_local_is_the_default_and_seeds_the_admin(tmp_path):
-    auth, authenticator = build({}, tmp_path)
+def test_local_is_the_default_and_every_admin_gets_an_initial_password_of_their_own(tmp_path):
+    auth, authenticator = build({"DSHUB_ADMIN_USERS": "admin,grace"}, tmp_path)
     assert auth.cls is BuiltinUserListAuthenticator
-    assert authenticator.admin_users == {"admin"}
-    assert authenticator.create_users is False
-    password = (tmp_path / "secrets" / "admin-password").read_text().strip()
-    assert len(password) == 24
-    import dbm
-
-    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
-        assert b"admin" in db
+    assert authenticator.admin_users == {"admin", "grace"}
+    # JupyterHub calls add_user for each admin it creates at first start.
+    for name in ("admin", "grace"):
+        asyncio.run(authenticator.add_user(orm.User(name=name)))
+    folder = tmp_path / "secrets" / "initial-passwords"
+    passwords = {name: (folder / name).read_text().strip() for name in ("admin", "grace")}
+    assert len(set(passwords.values())) == 2 and all(len(p) == 16 for p in passwords.values())
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o600"}
 
 
 def test_generic_oidc_with_discovery_and_backchannel(tmp_path):
@@ -57,6 +58,8 @@ def test_generic_oidc_with_discovery_and_backchannel(tmp_path):
     assert a.scope == ["openid", "profile", "email"]
     assert a.login_service == "your organisation"
     assert a.logout_at_idp
+    assert a.identities_path == str(tmp_path / "identities.sqlite")
+    assert a.instructors_group == "instructors" and a.instructors_from_idp is False
     assert a._to_backchannel("http://127.0.0.1:9400/oauth2/token") == "http://oidc:9400/oauth2/token"
     assert a._to_browser("http://oidc:9400/oauth2/authorize") == "http://127.0.0.1:9400/oauth2/authorize"
 
@@ -174,6 +177,30 @@ def test_pass_token_is_opt_in(tmp_path):
             "not an http(s) URL",
         ),
         ({"DSHUB_OAUTH_CLIENT_ID": "x"}, "only apply to OAuth sign-in"),
+        ({"DSHUB_OAUTH_INSTRUCTORS_FROM_IDP": "true"}, "only apply to OAuth sign-in"),
+        (
+            {**OAUTH, "DSHUB_AUTHENTICATOR": "generic", "DSHUB_OIDC_ISSUER": "http://sso.uni.example"},
+            "DSHUB_OIDC_ISSUER='http://sso.uni.example' uses plain http",
+        ),
+        (
+            {
+                **OAUTH,
+                "DSHUB_AUTHENTICATOR": "azuread",
+                "DSHUB_AZUREAD_TENANT_ID": "contoso.onmicrosoft.com",
+                "DSHUB_OAUTH_ADMIN_GROUPS": "instructors",
+            },
+            "DSHUB_OAUTH_ADMIN_GROUPS names 'instructors' (DSHUB_INSTRUCTORS_GROUP), a group that is ignored",
+        ),
+        (
+            {
+                **OAUTH,
+                "DSHUB_AUTHENTICATOR": "generic",
+                "DSHUB_OIDC_ISSUER": "https://idp.example",
+                "DSHUB_INSTRUCTORS_GROUP": "teachers",
+                "DSHUB_OAUTH_ALLOWED_GROUPS": "students,teachers",
+            },
+            "DSHUB_OAUTH_ALLOWED_GROUPS names 'teachers'",
+        ),
         ({**OAUTH, "DSHUB_AUTHENTICATOR": "github", "DSHUB_OAUTH_CLIENT_SECRET": "short"}, "at least 8"),
     ],
 )
@@ -182,6 +209,21 @@ def test_bad_oauth_settings(env, message):
         s.load(env)
     assert message in str(info.value)
     assert "s3cret-value" not in str(info.value)
+
+
+def test_instructors_group_in_admin_groups_when_taken_from_the_provider(tmp_path):
+    env = {
+        **OAUTH,
+        "DSHUB_AUTHENTICATOR": "generic",
+        "DSHUB_OIDC_ISSUER": "https://idp.example",
+        "DSHUB_OAUTH_ADMIN_GROUPS": "instructors",
+        "DSHUB_OAUTH_INSTRUCTORS_FROM_IDP": "true",
+    }
+    _, a = build(env, tmp_path)
+    assert a.admin_groups == {"instructors"} and a.instructors_from_idp is True
+    # GitHub's allowed organizations are checked at GitHub, not among the synced teams.
+    env = {**OAUTH, "DSHUB_AUTHENTICATOR": "github", "DSHUB_OAUTH_ALLOWED_GROUPS": "instructors"}
+    assert build(env, tmp_path)[1].allowed_organizations == {"instructors"}
 
 
 def test_username_claim_must_be_present():

@@ -56,6 +56,18 @@ def test_good_values(key, raw, expected):
         ("DSHUB_UID_MIN", "0", "out of range"),
         ("DSHUB_USER_IMAGE", "Bad Image", "image reference"),
         ("DSHUB_DEBIAN_MIRROR", "ftp://mirror", "http(s) URL"),
+        ("DSHUB_OAUTH_INSTRUCTORS_FROM_IDP", "sometimes", "not true or false"),
+        # Identity provider URLs: https, plain http only on this machine or to the dev provider.
+        ("DSHUB_OIDC_ISSUER", "http://sso.uni.example/realms/t", "use 'https://sso.uni.example/realms/t'"),
+        ("DSHUB_OIDC_BACKCHANNEL_URL", "http://keycloak:8080/realms/t", "uses plain http"),
+        ("DSHUB_OAUTH_AUTHORIZE_URL", "http://idp.uni.example/authorize", "uses plain http"),
+        ("DSHUB_OAUTH_TOKEN_URL", "http://10.0.0.5/token", "uses plain http"),
+        ("DSHUB_OAUTH_USERDATA_URL", "http://localhost.evil.example/userinfo", "uses plain http"),
+        ("DSHUB_OAUTH_USERDATA_URL", "http://oidc.evil.example/userinfo", "uses plain http"),
+        ("DSHUB_GITLAB_URL", "http://gitlab.uni.example", "use 'https://gitlab.uni.example'"),
+        ("DSHUB_GITLAB_URL", "http://[::2]:8929", "uses plain http"),
+        ("DSHUB_OIDC_ISSUER", "http://[::::]:9400", "not an http(s) URL"),
+        ("DSHUB_OIDC_ISSUER", "ftp://sso.uni.example", "not an http(s) URL"),
     ],
 )
 def test_bad_values_name_the_setting(key, raw, message):
@@ -63,6 +75,32 @@ def test_bad_values_name_the_setting(key, raw, message):
         s.load({key: raw})
     assert key in str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "raw"),
+    [
+        ("DSHUB_OIDC_ISSUER", "https://sso.uni.example/realms/t"),
+        ("DSHUB_OIDC_ISSUER", "http://127.0.0.1:9400"),
+        ("DSHUB_OIDC_ISSUER", "http://127.8.9.10:9400"),
+        ("DSHUB_OIDC_ISSUER", "http://localhost:9400"),
+        ("DSHUB_OIDC_ISSUER", "http://[::1]:9400"),
+        ("DSHUB_OIDC_BACKCHANNEL_URL", "http://oidc:9400"),
+        ("DSHUB_GITLAB_URL", "http://127.0.0.1:8929"),
+        ("DSHUB_GITLAB_URL", "https://gitlab.uni.example"),
+    ],
+)
+def test_identity_provider_urls_on_this_machine_may_be_plain_http(key, raw):
+    env = {
+        "DSHUB_AUTHENTICATOR": "gitlab" if key == "DSHUB_GITLAB_URL" else "generic",
+        "DSHUB_OAUTH_CLIENT_ID": "dshub-client",
+        "DSHUB_OAUTH_CLIENT_SECRET": "s3cret-value",
+        "DSHUB_OIDC_ISSUER": "http://127.0.0.1:9400",
+        key: raw,
+    }
+    if key == "DSHUB_GITLAB_URL":
+        del env["DSHUB_OIDC_ISSUER"]
+    assert s.load(env).values[key] == raw
 
 
 def test_unknown_key_is_rejected_with_a_hint():

@@ -1,0 +1,76 @@
+"""The built-in sign-in's parts: initial passwords, the throttle, bounded hashing."""
+
+import asyncio
+import dbm
+
+import bcrypt
+import pytest
+from jupyterhub import orm
+
+from spawner.localauth import (
+    INITIAL,
+    BoundedHasher,
+    BuiltinUserListAuthenticator,
+    HashingBusy,
+    SignInThrottle,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def authenticator(tmp_path):
+    return BuiltinUserListAuthenticator(
+        dbm_path=str(tmp_path / "passwords.dbm"), initial_passwords_dir=str(tmp_path / "initial")
+    )
+
+
+def test_an_added_user_gets_a_one_time_initial_password_once(authenticator, tmp_path):
+    asyncio.run(authenticator.add_user(orm.User(name="ada")))
+    password = (tmp_path / "initial" / "ada").read_text().strip()
+    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
+        stored = db[b"ada"]
+    assert stored.startswith(INITIAL)
+    assert bcrypt.checkpw(password.encode(), stored[len(INITIAL) :])
+    # At every hub start JupyterHub calls add_user again: nothing changes.
+    asyncio.run(authenticator.add_user(orm.User(name="ada")))
+    assert (tmp_path / "initial" / "ada").read_text().strip() == password
+    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
+        assert db[b"ada"] == stored
+
+
+def test_a_user_who_breaks_the_rule_gets_nothing(authenticator, tmp_path):
+    with pytest.raises(ValueError, match="breaks the username rule"):
+        asyncio.run(authenticator.add_user(orm.User(name="x`) || PathPrefix(`/")))
+    assert not (tmp_path / "initial").exists()
+
+
+def test_throttle_backs_off_after_the_free_failures():
+    throttle = SignInThrottle(free=5, max_wait=300)
+    for second in range(5):
+        assert throttle.wait("ada", now=second) == 0
+        throttle.failed("ada", now=second)
+    assert throttle.wait("ada", now=4) == 1.0
+    throttle.failed("ada", now=10)
+    assert throttle.wait("ada", now=10) == 2.0
+    for _ in range(20):
+        throttle.failed("ada", now=10)
+    assert throttle.wait("ada", now=10) == 300
+    assert throttle.wait("bob", now=10) == 0
+    # Old failures are forgotten; a success clears a name.
+    assert throttle.wait("ada", now=10 + 901) == 0
+    throttle.succeeded("ada")
+    assert throttle.wait("ada", now=11) == 0
+
+
+def test_hashing_runs_one_at_a_time_and_refuses_beyond_its_queue():
+    hasher = BoundedHasher(queue_max=3)
+    salt = bcrypt.gensalt(4)
+
+    async def flood() -> list[object]:
+        jobs = [hasher.run(bcrypt.hashpw, b"guess", salt) for _ in range(6)]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    assert sum(isinstance(r, HashingBusy) for r in results) == 3
+    assert sum(isinstance(r, bytes) for r in results) == 3
