@@ -3,8 +3,9 @@
 Deviations, each needed to run it side by side with dshub on one engine:
 container names and labels carry the bench project (so the bench removes exactly
 what it made); no per-user volume (nothing to clean up, no effect on start time);
-FirstUseAuthenticator instead of NativeAuthenticator (which fails on JupyterHub 6,
-see DESIGN.md; both check a bcrypt hash on the event loop); the bench's token is
+FirstUseAuthenticator instead of NativeAuthenticator (whose sign-in fails on
+JupyterHub 6: 'LoginHandler' object has no attribute 'statsd'; both check a bcrypt
+hash on the event loop); the bench's token is
 an admin service's.
 """
 

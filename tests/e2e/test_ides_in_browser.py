@@ -26,6 +26,7 @@ def lab_stack(tmp_path_factory):
         admin = HubSession(stack.url)
         admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
         assert admin.api("POST", f"/users/{NAME}").status_code == 201
+        stack.first_sign_in(NAME, PASSWORD)
         yield stack
     finally:
         stack.destroy()

@@ -28,6 +28,7 @@ def share_stack(tmp_path_factory):
         admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
         for name in ("ada", "bob"):
             assert admin.api("POST", f"/users/{name}").status_code == 201
+            stack.first_sign_in(name, f"{name}-password")
         yield stack
     finally:
         stack.destroy()

@@ -2,8 +2,8 @@
 
 import json
 import os
+import re
 import stat
-import subprocess
 
 import pytest
 
@@ -21,15 +21,7 @@ ivan,,instructor
 
 
 def roster(stack, *args, stdin=None):
-    # docker exec, not compose exec: only the former passes the exit code on here.
-    (hub,) = stack.containers("hub")
-    return subprocess.run(
-        ["docker", "exec", "-i", hub, "python3", "-m", "spawner.roster", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return stack.hub_exec("python3", "-m", "spawner.roster", *args, stdin=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +31,13 @@ def people(stack):
     assert "created user(s): ada, bob, olga, ivan" in imported.stdout
     assert "added to g1: ada, bob" in imported.stdout
     assert "added to instructors: ivan" in imported.stdout
+    # The import prints each new user's one-time initial password, once.
+    initial = dict(re.findall(r"^  ([a-z]+): (\S+)$", imported.stdout, re.M))
+    assert sorted(initial) == ["ada", "bob", "ivan", "olga"]
     sessions = {}
     for name in ("ada", "bob", "olga", "ivan"):
         person = HubSession(stack.url)
-        person.sign_in(name, f"{name}-password")
+        person.sign_in(name, initial[name], new_password=f"{name}-password")
         person.start_server()
         sessions[name] = person
     yield sessions

@@ -15,8 +15,7 @@ def test_uid_and_files_survive_loss_of_the_hub_database(stack):
     assert os.stat(stack.pool / "users" / "carol").st_uid == uid
 
     # Everything of the hub goes: database, password db, secrets. The pool stays.
-    stack.compose("down", "-v")
-    stack.up()
+    stack.recreate()
 
     carol = stack.sign_up("carol", "a new password after the loss")
     dave = stack.sign_up("dave", "dave's password")

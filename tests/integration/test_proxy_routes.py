@@ -3,7 +3,8 @@
 A route added with DshubTraefikProxy (fast rules writer, short-interval wait) is
 served by the edge as soon as add_route returns, survives a hub restart (the
 rules file reads back), and is gone once deleted; Traefik's API password hash
-has bcrypt's lowest cost.
+has bcrypt's lowest cost. A hostile route, whatever the hub passes, never
+reaches Traefik's rules.
 """
 
 import json
@@ -23,7 +24,16 @@ from spawner.layout import DATA_DIR, RULES_FILE, secrets_dir
 from spawner.proxy import DshubTraefikProxy
 
 RULES = str(Path(RULES_FILE).parent / "test-routes.toml")
-ROUTE = "/user/%C3%BCnicode/"
+ROUTE = "/user/ada.l@uni.example/"
+# Traefik rule syntax in a routespec (jupyterhub-traefik-proxy unquotes it into
+# backticks): as a rule this would match every request of the hub.
+HOSTILE = [
+    ("/user/x%60)%20||%20PathPrefix(%60/", "http://hub:9991", {"user": "ada"}),
+    ("/user/x`) || PathPrefix(`/", "http://hub:9991", {"user": "ada"}),
+    ("/user/ada/", "http://hub:9991`) || PathPrefix(`/", {"user": "ada"}),
+    ("/user/ada/", "http://hub:9991", {"user": "x`) || PathPrefix(`/"}),
+    ("/user/%C3%BCnicode/", "http://hub:9991", {"user": "ünicode"}),
+]
 EDGE = "http://proxy:8000" + ROUTE
 
 
@@ -53,7 +63,13 @@ async def main():
     Application([(r"/(.*)", Backend)]).listen(9991, "0.0.0.0")
     client = AsyncHTTPClient()
     p = proxy()
-    await p.add_route(ROUTE, "http://hub:9991", {"user": "ünicode", "last_activity": None})
+    refused = 0
+    for spec, target, data in HOSTILE:
+        try:
+            await p.add_route(spec, target, data)
+        except ValueError:
+            refused += 1
+    await p.add_route(ROUTE, "http://hub:9991", {"user": "ada.l@uni.example", "last_activity": None})
     served_after_add = await edge_answer(client)
     reread = await proxy().get_all_routes()
     await p.delete_route(ROUTE)
@@ -62,6 +78,8 @@ async def main():
         await asyncio.sleep(0.1)
     hub_rules = Path(RULES_FILE).read_text()
     print(json.dumps({
+        "refused": refused,
+        "hostile_in_rules": [bad for bad in ("x`", "9991`", "nicode") if bad in Path(RULES).read_text()],
         "served_after_add": served_after_add,
         "reread": reread.get(ROUTE),
         "served_after_delete": await edge_answer(client),
@@ -83,7 +101,9 @@ def test_route_is_served_when_added_rereads_and_goes(stack):
     found = json.loads(out.strip().splitlines()[-1])
     assert found["served_after_add"] == "test backend"
     assert found["reread"]["target"] == "http://hub:9991"
-    assert found["reread"]["data"] == {"user": "ünicode"}
+    assert found["reread"]["data"] == {"user": "ada.l@uni.example"}
+    assert found["refused"] == 5
+    assert found["hostile_in_rules"] == []
     # The hub's catch-all route answers instead.
     assert found["served_after_delete"] != "test backend"
     assert found["api_hash_cost_4"]

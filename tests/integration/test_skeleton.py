@@ -26,11 +26,12 @@ def admin(stack):
 
 @pytest.fixture(scope="module")
 def student(stack, admin):
-    # Approval is the admin adding the account; the student's first sign-in sets the password.
+    # Approval is the admin adding the account; the student's first sign-in, with the
+    # one-time initial password the operator hands out, chooses their own.
     resp = admin.api("POST", f"/users/{STUDENT}")
     assert resp.status_code == 201, resp.text
     session = HubSession(stack.url)
-    session.sign_in(STUDENT, STUDENT_PASSWORD)
+    session.sign_in(STUDENT, stack.initial_password(STUDENT), new_password=STUDENT_PASSWORD)
     return session
 
 
@@ -53,10 +54,37 @@ def test_unknown_user_cannot_sign_in_before_approval(stack):
         HubSession(stack.url).sign_in("mallory", "mallory-password")
 
 
-def test_first_sign_in_sets_the_password(stack, student):
+def test_the_initial_password_works_once(stack, admin):
+    assert admin.api("POST", "/users/cleo").status_code == 201
+    initial = stack.initial_password("cleo")
+    # Alone, the initial password does not sign in: it only serves to choose one's own.
+    with pytest.raises(SignInRefused, match="This is your initial password"):
+        HubSession(stack.url).sign_in("cleo", initial)
+    with pytest.raises(SignInRefused, match="Invalid username or password"):
+        HubSession(stack.url).sign_in("cleo", "a guess at it", new_password="cleo's own password")
+    HubSession(stack.url).sign_in("cleo", initial, new_password="cleo's own password")
     with pytest.raises(SignInRefused):
-        HubSession(stack.url).sign_in(STUDENT, "another password")
-    HubSession(stack.url).sign_in(STUDENT, STUDENT_PASSWORD)
+        HubSession(stack.url).sign_in("cleo", initial, new_password="taking the account over")
+    HubSession(stack.url).sign_in("cleo", "cleo's own password")
+    assert stack.initial_password("cleo") == ""  # the operator's copy is gone once used
+
+
+def test_changing_a_password_asks_for_the_current_one(stack, student):
+    page = student.http.get(f"{stack.url}/hub/auth/change-password", timeout=30)
+    assert page.status_code == 200 and "Current password" in page.text
+    xsrf = student.http.cookies.get("_xsrf", path="/hub/")
+
+    def change(current: str, new: str) -> requests.Response:
+        form = {"current_password": current, "new_password": new, "new_password_again": new, "_xsrf": xsrf}
+        return student.http.post(f"{stack.url}/hub/auth/change-password", data=form, timeout=60)
+
+    wrong = change("not the password", "stolen password")
+    assert wrong.status_code == 400 and "The current password is wrong" in wrong.text
+    with pytest.raises(SignInRefused):
+        HubSession(stack.url).sign_in(STUDENT, "stolen password")
+    assert change(STUDENT_PASSWORD, "a changed password").status_code == 200
+    HubSession(stack.url).sign_in(STUDENT, "a changed password")
+    assert change("a changed password", STUDENT_PASSWORD).status_code == 200
 
 
 def test_lab_through_the_proxy(running):
@@ -171,16 +199,18 @@ def test_traefik_api_is_private_and_password_protected(stack):
 
 def test_secrets_are_private_and_never_logged(stack, admin):
     secrets_dir = "/srv/dshub/data/secrets"
-    listing = stack.compose("exec", "-T", "hub", "sh", "-c", f"stat -c '%a %U %n' {secrets_dir}/*").stdout
+    files = f"find {secrets_dir} -type f"
+    listing = stack.compose(
+        "exec", "-T", "hub", "sh", "-c", f"{files} -exec stat -c '%a %U %n' {{}} +"
+    ).stdout
     rows = [line.split() for line in listing.splitlines()]
     assert {row[2].rsplit("/", 1)[1] for row in rows} >= {
-        "admin-password",
         "cookie-secret",
         "crypt-key",
         "proxy-api-password",
     }
     assert all(row[:2] == ["600", "root"] for row in rows), rows
-    values = stack.compose("exec", "-T", "hub", "sh", "-c", f"cat {secrets_dir}/*").stdout.split()
+    values = stack.compose("exec", "-T", "hub", "sh", "-c", f"{files} -exec cat {{}} +").stdout.split()
     logs = stack.compose("logs", "--no-color", "hub", "proxy").stdout
     assert logs and not [v for v in values if v in logs]
     for image in ("hub", "proxy", "lab", "datascience"):

@@ -27,19 +27,21 @@ class HubSession:
         self.token: str | None = None
         self.name: str | None = None
 
-    def sign_in(self, name: str, password: str) -> None:
+    def sign_in(self, name: str, password: str, new_password: str | None = None) -> None:
+        """Sign in; with ``new_password``, a first sign-in with a one-time initial password."""
         page = self.http.get(f"{self.base_url}/hub/login", timeout=30)
         page.raise_for_status()
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert xsrf, "the login form carries an _xsrf field"
         # next=/hub/home: the default landing would start the server (tests start it themselves).
-        resp = self.http.post(
-            f"{self.base_url}/hub/login?next=%2Fhub%2Fhome",
-            data={"username": name, "password": password, "_xsrf": xsrf[1]},
-            timeout=60,
-        )
+        form = {"username": name, "password": password, "_xsrf": xsrf[1]}
+        if new_password is not None:
+            form["new_password"] = new_password
+        resp = self.http.post(f"{self.base_url}/hub/login?next=%2Fhub%2Fhome", data=form, timeout=60)
         if "jupyterhub-session-id" not in self.http.cookies or "/hub/login" in resp.url:
-            raise SignInRefused(f"sign-in of {name!r} refused (status {resp.status_code})")
+            error = re.search(r'<p class="login_error">(.*?)</p>', resp.text, re.S)
+            reason = error[1].strip() if error else ""
+            raise SignInRefused(f"sign-in of {name!r} refused (status {resp.status_code}): {reason}")
         self.name = name
         # A token for API calls, made with the browser session (cookie + xsrf header).
         made = self.http.post(

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -30,8 +31,8 @@ TEST_PREFIX = "dshubt-"
 COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
+def docker(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, input=stdin)
 
 
 def free_port() -> int:
@@ -132,6 +133,8 @@ class Stack:
     profiles: str | None = None
     project: str = field(default_factory=lambda: f"{TEST_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     port: int = field(default_factory=free_port)
+    _admin_password: str | None = field(default=None, init=False, repr=False)
+    _service_token: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.pool = self.workdir / "pool"
@@ -176,6 +179,12 @@ class Stack:
         self.compose("up", "-d", "--wait")
         self.wait_healthy()
 
+    def recreate(self) -> None:
+        """Down with the hub's volumes (database, passwords, secrets), then up again; the pool stays."""
+        self.compose("down", "-v")
+        self._admin_password = self._service_token = None
+        self.up()
+
     def wait_healthy(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -190,17 +199,52 @@ class Stack:
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "80", check=False).stdout
 
+    def hub_exec(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """A command in the hub container, exit code passed on (compose exec here always gives 0)."""
+        (hub,) = self.containers("hub")
+        return subprocess.run(
+            ["docker", "exec", "-i", hub, *args], input=stdin, capture_output=True, text=True, check=False
+        )
+
+    def service_api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The hub API as the roster service (admin of users, groups and servers), through the edge."""
+        if self._service_token is None:
+            self._service_token = self.hub_exec("cat", "/srv/dshub/data/secrets/roster-token").stdout.strip()
+        return requests.request(
+            method,
+            f"{self.url}/hub/api{path}",
+            headers={"Authorization": f"token {self._service_token}"},
+            timeout=60,
+            **kwargs,
+        )
+
+    def initial_password(self, name: str) -> str:
+        """The user's one-time initial password, as `make initial-password NAME=...` shows it."""
+        out = self.compose(
+            "exec", "-T", "hub", "python3", "-m", "spawner.localauth", "initial-password", name
+        )
+        return out.stdout.strip()
+
     def admin_password(self) -> str:
-        secret = "/srv/dshub/data/secrets/admin-password"
-        return self.compose("exec", "-T", "hub", "cat", secret).stdout.strip()
+        """The first admin's own password; the first call uses up the initial one to set it."""
+        if self._admin_password is None:
+            admin = self.settings.admin_users[0]
+            chosen = f"{admin}-{uuid.uuid4().hex[:12]}"
+            HubSession(self.url).sign_in(admin, self.initial_password(admin), new_password=chosen)
+            self._admin_password = chosen
+        return self._admin_password
 
     def sign_up(self, name: str, password: str) -> HubSession:
-        """The admin adds the user; the user's first sign-in sets the password."""
+        """The admin adds the user; the user's first sign-in with the initial password sets theirs."""
         admin = HubSession(self.url)
         admin.sign_in(self.settings.admin_users[0], self.admin_password())
         assert admin.api("POST", f"/users/{name}").status_code == 201
+        return self.first_sign_in(name, password)
+
+    def first_sign_in(self, name: str, password: str) -> HubSession:
+        """A new user's first sign-in: the one-time initial password, then their own."""
         person = HubSession(self.url)
-        person.sign_in(name, password)
+        person.sign_in(name, self.initial_password(name), new_password=password)
         return person
 
     def user_containers(self, name: str) -> list[str]:
