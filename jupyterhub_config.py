@@ -16,7 +16,7 @@ from spawner.gpus import GpuAssignments
 from spawner.layout import CONFIG_DIR, DATA_DIR, RULES_FILE, secrets_dir
 from spawner.names import ControlFreeLogRecord
 from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
-from spawner.proxy import DshubTraefikProxy
+from spawner.proxy import DshubTraefikProxy, sign_in_rate_limit
 from spawner.secrets import ensure_secret
 from spawner.sharing import HANDLERS as SHARING_HANDLERS
 from spawner.sharing import TEMPLATES
@@ -59,6 +59,7 @@ c.DshubTraefikProxy.traefik_api_url = "http://proxy:8099"
 c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
 c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
 c.DshubTraefikProxy.traefik_entrypoint = "http"
+c.DshubTraefikProxy.extra_dynamic_config = sign_in_rate_limit(settings.signin_rate, "http", "http://hub:8081")
 
 # -- pages: sharing a server with classmates (/hub/sharing, shared servers on home)
 c.JupyterHub.template_paths = [str(TEMPLATES)]

@@ -43,7 +43,7 @@ import bcrypt
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers import BaseHandler, LoginHandler
 from tornado import web
-from traitlets import Integer, Unicode
+from traitlets import Integer, Unicode, default
 
 from .datapool import escape_name
 from .names import normalize_username, shown, username_problem
@@ -96,6 +96,12 @@ class SignInThrottle:
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    def forgive(self, key: str) -> None:
+        """Take back one failure counted for an attempt that turned out not to be one."""
+        entry = self._failures.get(key)
+        if entry is not None and entry.count > 0:
+            entry.count -= 1
 
     def _forget_old(self, now: float) -> None:
         for key in [k for k, e in self._failures.items() if now - e.last > THROTTLE_MEMORY]:
@@ -250,6 +256,11 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
     address_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_ADDRESS)
     hasher: ClassVar[BoundedHasher] = BoundedHasher()
 
+    @default("allow_existing_users")
+    def _users_of_the_hub_are_allowed(self) -> bool:
+        # Being a user of the hub (added by an admin or the roster) is the approval.
+        return True
+
     @property
     def passwords(self) -> PasswordFile:
         Path(self.dbm_path).parent.mkdir(parents=True, exist_ok=True)
@@ -312,44 +323,49 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             self.log.info("Refused sign-in of %s: no password yet", name)
             self._failed(handler, None, address)
             return None
-        password = data.get("password", "").encode()
+        # Counted before hashing, so parallel guesses see each other at once rather than
+        # after their hashes; an attempt that was no wrong guess takes its count back.
+        self.name_throttle.failed(name)
+        self.address_throttle.failed(address)
         try:
-            if stored.startswith(INITIAL):
-                return await self._first_sign_in(
-                    handler, name, password, stored, data.get("new_password", "")
-                )
-            if await self.hasher.run(bcrypt.checkpw, password, stored):
-                self.name_throttle.succeeded(name)
-                return name
+            signed_in, wrong = await self._check(handler, name, data, stored)
         except HashingBusy:
+            signed_in, wrong = None, False
             handler.custom_login_error = "The hub is busy signing people in: try again in a few seconds."
-            return None
-        self.log.info("Refused sign-in of %s: wrong password", name)
-        self._failed(handler, name, address)
-        return None
+        if not wrong:
+            self.address_throttle.forgive(address)
+            self.name_throttle.forgive(name)
+        if signed_in:
+            self.name_throttle.succeeded(name)
+        return signed_in
 
-    async def _first_sign_in(
-        self, handler: Any, name: str, password: bytes, stored: bytes, new: str
-    ) -> str | None:
-        if not await self.hasher.run(bcrypt.checkpw, password, stored[len(INITIAL) :]):
-            self.log.info("Refused sign-in of %s: wrong initial password", name)
-            self._failed(handler, name, client_address(handler))
-            return None
+    async def _check(
+        self, handler: Any, name: str, data: dict[str, str], stored: bytes
+    ) -> tuple[str | None, bool]:
+        """(the name when signed in, else None; whether the password was a wrong guess)."""
+        password = data.get("password", "").encode()
+        initial = stored.startswith(INITIAL)
+        if not await self.hasher.run(bcrypt.checkpw, password, stored.removeprefix(INITIAL)):
+            self.log.info("Refused sign-in of %s: wrong password", name)
+            handler.custom_login_error = "Invalid username or password."
+            return None, True
+        if not initial:
+            return name, False
+        new = data.get("new_password", "")
         problem = self._password_problem(new, password.decode())
         if problem:
             handler.custom_login_error = (
                 f"This is your initial password: it works only once, to choose your own. {problem}"
             )
             handler.ask_new_password = True
-            return None
+            return None, False
         hashed = await self.hasher.run(bcrypt.hashpw, new.encode(), bcrypt.gensalt())
         if not self.passwords.replace(name, stored, hashed):
             handler.custom_login_error = "Your initial password has already been used."
-            return None
+            return None, True
         self._forget_initial(name)
-        self.name_throttle.succeeded(name)
         self.log.info("%s chose their own password at first sign-in", name)
-        return name
+        return name, False
 
     def _password_problem(self, new: str, old: str) -> str | None:
         if len(new) < self.min_password_length:

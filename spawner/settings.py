@@ -466,6 +466,14 @@ SETTINGS: tuple[Setting, ...] = (
         _int(32, 1_000_000),
     ),
     Setting(
+        "DSHUB_SIGNIN_RATE",
+        "20",
+        "Requests per second one address may send to the sign-in page, enforced by the edge "
+        "proxy before the hub sees them (bursts of twice that pass). A class behind one NAT "
+        "address shares it: raise it for very large classes. 0 turns the limit off.",
+        _int(0, 100000),
+    ),
+    Setting(
         "DSHUB_START_TIMEOUT",
         "120",
         "Seconds a user container may take to answer before the spawn fails.",
