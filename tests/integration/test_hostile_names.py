@@ -17,6 +17,7 @@ import json
 import os
 import re
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
@@ -204,6 +205,22 @@ def test_a_user_container_cannot_choose_the_address_it_is_throttled_under(stack)
     out = docker("exec", "-i", container, "python3", "-", stdin=DIRECT_GUESSES)
     throttled = json.loads(out.stdout.strip().splitlines()[-1])
     assert throttled == [False] * 20 + [True] * 5
+
+
+def test_the_edge_does_not_let_a_browser_choose_its_address(stack):
+    # Traefik trusts no client's forwarded headers: it writes X-Forwarded-For itself.
+    throttled = []
+    for i in range(25):
+        claimed = {"X-Forwarded-For": f"192.0.2.{i + 1}"}
+        http = requests.Session()
+        page = http.get(f"{stack.url}/hub/login", headers=claimed, timeout=30)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+        form = {"username": f"nobody{i}", "password": "x", "_xsrf": xsrf}
+        answer = http.post(f"{stack.url}/hub/login", data=form, headers=claimed, timeout=30)
+        assert answer.status_code == 403, answer.status_code
+        throttled.append("Too many failed sign-ins" in answer.text)
+        time.sleep(0.15)  # stay under the edge's rate limit: this is about the hub's throttle
+    assert not throttled[0] and throttled[-3:] == [True] * 3, throttled
 
 
 def test_a_flood_of_failed_sign_ins_is_throttled_at_the_edge_and_at_the_hub(stack):
