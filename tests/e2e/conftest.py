@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.support.stack import REPO, Stack, free_port, require_images, sweep_test_leftovers
+from tests.support.stack import REPO, dev_oidc_stack, require_images, sweep_test_leftovers
 
 SCREENSHOTS = REPO / "build" / "screenshots"
 # Flags for a headless Chromium on a machine with no outside network (see .library env notes).
@@ -58,23 +58,11 @@ def _images():
 @pytest.fixture(scope="module")
 def oidc_stack(tmp_path_factory):
     """The hub signing in through the dev OpenID Connect provider, reached two ways."""
-    oidc_port = free_port()
-    stack = Stack(
+    stack = dev_oidc_stack(
         tmp_path_factory.mktemp("oidc-stack", numbered=True),
-        overrides={
-            "DSHUB_AUTHENTICATOR": "generic",
-            "DSHUB_OIDC_ISSUER": f"http://127.0.0.1:{oidc_port}",
-            "DSHUB_OIDC_BACKCHANNEL_URL": "http://oidc:9400",
-            "DSHUB_OAUTH_CLIENT_ID": "dshub-dev",
-            "DSHUB_OAUTH_CLIENT_SECRET": "dev-only-secret",
-            "DSHUB_OAUTH_ALLOWED_GROUPS": "students",
-            "DSHUB_OAUTH_ADMIN_GROUPS": "staff",
-            "DSHUB_OAUTH_LOGOUT_URL": "idp",
-        },
-        extra_files=("dev-oidc.yaml",),
-        extra_env={"dshub_oidc_port": str(oidc_port)},
+        DSHUB_OAUTH_ADMIN_GROUPS="staff",
+        DSHUB_OAUTH_LOGOUT_URL="idp",
     )
-    stack.oidc_url = f"http://127.0.0.1:{oidc_port}"
     try:
         stack.up()
         yield stack

@@ -14,7 +14,7 @@ import requests
 
 from spawner import settings as dshub_settings
 from tests.support.hostile import REFUSED
-from tests.support.stack import Stack, free_port, require_images
+from tests.support.stack import dev_oidc_stack, require_images
 
 pytestmark = pytest.mark.integration
 
@@ -22,22 +22,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def oidc(tmp_path_factory):
     require_images("oidc-dev")
-    oidc_port = free_port()
-    stack = Stack(
+    stack = dev_oidc_stack(
         tmp_path_factory.mktemp("oidc-identity", numbered=True),
-        overrides={
-            "DSHUB_AUTHENTICATOR": "generic",
-            "DSHUB_OIDC_ISSUER": f"http://127.0.0.1:{oidc_port}",
-            "DSHUB_OIDC_BACKCHANNEL_URL": "http://oidc:9400",
-            "DSHUB_OAUTH_CLIENT_ID": "dshub-dev",
-            "DSHUB_OAUTH_CLIENT_SECRET": "dev-only-secret",
-            "DSHUB_OAUTH_ALLOWED_GROUPS": "students",
-            "DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}",
-        },
-        extra_files=("dev-oidc.yaml",),
-        extra_env={"dshub_oidc_port": str(oidc_port)},
+        DSHUB_USER_IMAGE=f"dshub/lab:{dshub_settings.VERSION}",
     )
-    stack.oidc_url = f"http://127.0.0.1:{oidc_port}"
     with stack.running() as running:
         yield running
 

@@ -135,6 +135,8 @@ class Stack:
     port: int = field(default_factory=free_port)
     _admin_password: str | None = field(default=None, init=False, repr=False)
     _service_token: str | None = field(default=None, init=False, repr=False)
+    # The development identity provider's URL for the browser (dev_oidc_stack only).
+    oidc_url: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.pool = self.workdir / "pool"
@@ -275,3 +277,29 @@ class Stack:
             docker("rm", "-f", *ids, check=False)
         self.compose("down", "-v", "--remove-orphans", check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def dev_oidc_stack(workdir: Path, **overrides: str) -> Stack:
+    """A stack signing in through the development OpenID Connect provider, reached two ways.
+
+    The browser reaches the provider at ``stack.oidc_url`` (127.0.0.1); the hub over the
+    project network as ``http://oidc:9400``. Only members of the provider's group
+    ``students`` may enter.
+    """
+    oidc_port = free_port()
+    stack = Stack(
+        workdir,
+        overrides={
+            "DSHUB_AUTHENTICATOR": "generic",
+            "DSHUB_OIDC_ISSUER": f"http://127.0.0.1:{oidc_port}",
+            "DSHUB_OIDC_BACKCHANNEL_URL": "http://oidc:9400",
+            "DSHUB_OAUTH_CLIENT_ID": "dshub-dev",
+            "DSHUB_OAUTH_CLIENT_SECRET": "dev-only-secret",
+            "DSHUB_OAUTH_ALLOWED_GROUPS": "students",
+            **overrides,
+        },
+        extra_files=("dev-oidc.yaml",),
+        extra_env={"dshub_oidc_port": str(oidc_port)},
+    )
+    stack.oidc_url = f"http://127.0.0.1:{oidc_port}"
+    return stack
