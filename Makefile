@@ -42,8 +42,10 @@ clean: settings ## stop everything including user servers; files and the hub dat
 	ids=$$(docker ps -aq --filter "label=dshub.project=$$DSHUB_PROJECT" --filter label=dshub.role=user-server); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
 	$(COMPOSE_DEV) down --remove-orphans
+	@$(LOAD_SETTINGS); docker run --rm --network host --cap-drop ALL --cap-add NET_ADMIN \
+	  dshub/netpolicy:$(dshub_tag) remove --project "$$DSHUB_PROJECT"
 
-build: engine settings base-image ## build the images (hub, proxy, lab, datascience)
+build: engine settings base-image ## build the images (hub, proxy, netpolicy, lab, datascience)
 	$(COMPOSE) --profile build build
 	$(COMPOSE) --profile build-on-lab build datascience
 

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import build, density, proxy, routes, signin, spawn, storm
+from bench import build, density, netpolicy, proxy, routes, signin, spawn, storm
 from bench.common import BENCH_PREFIX
 from bench.reference import Reference
 
@@ -35,10 +35,11 @@ MEASURES: dict[str, Callable[[], tuple[str, list[dict[str, object]]]]] = {
     "density": density.run,
     "storm": storm.run,
     "signin": signin.run,
+    "netpolicy": netpolicy.run,
     # Rebuilds the user images without cache (~15 min here): run on its own.
     "build": build.run,
 }
-DEFAULT = ("routes", "spawn", "proxy", "density", "storm", "signin")
+DEFAULT = ("routes", "spawn", "proxy", "density", "storm", "signin", "netpolicy")
 
 
 def machine() -> str:

@@ -116,7 +116,7 @@ async def first_served(url: str, client: AsyncHTTPClient) -> float:
 def make(cls: type[DshubTraefikProxy], rules: Path, password: str, api_path: str = "") -> DshubTraefikProxy:
     return cls(
         dynamic_config_file=str(rules),
-        traefik_api_url=f"http://proxy:8099{api_path}",
+        traefik_api_url=f"http://proxy-api:8099{api_path}",
         traefik_api_username="jupyterhub",
         traefik_api_password=password,
         traefik_entrypoint="http",

@@ -184,6 +184,23 @@ def _list(pattern: str, what: str) -> Callable[[str, str], tuple[str, ...]]:
     return parse
 
 
+def _egress(name: str, raw: str) -> tuple[str, ...]:
+    """public, all, none, or comma-separated IPv4 networks (each written with its prefix)."""
+    if raw in ("public", "all", "none"):
+        return (raw,)
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        try:
+            network = ipaddress.IPv4Network(part, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name}={raw!r}: {part!r} is not an IPv4 address or network; use public, all, none, "
+                "or a comma-separated list such as 203.0.113.0/24,198.51.100.7."
+            ) from None
+        networks.append(str(network))
+    return tuple(networks)
+
+
 def _secret(name: str, raw: str) -> str:
     if len(raw) < 8 or any(ch.isspace() or ch in "'\"\\" for ch in raw):
         raise SettingsError(
@@ -464,6 +481,22 @@ SETTINGS: tuple[Setting, ...] = (
         "512",
         "Most processes and threads in one user container (stops fork bombs).",
         _int(32, 1_000_000),
+    ),
+    Setting(
+        "DSHUB_NETWORK_POLICY",
+        "on",
+        "on: user containers reach only the hub's API and, as DSHUB_USER_EGRESS says, the "
+        "outside world; never each other, Traefik, the host or metadata addresses (a service of "
+        "the stack keeps the host firewall so). off: no policy (only for trials).",
+        _bool,
+    ),
+    Setting(
+        "DSHUB_USER_EGRESS",
+        "public",
+        "What user containers may reach beyond the host: public (everything but private, "
+        "link-local and other non-public ranges), all, none, or comma-separated IPv4 networks, "
+        "then the only destinations allowed (e.g. 10.1.2.3,10.8.0.0/16 for an internal mirror).",
+        _egress,
     ),
     Setting(
         "DSHUB_SIGNIN_RATE",

@@ -124,7 +124,7 @@ def test_hub_edge_and_pool_hold_after_the_suite(stack, admin):
     assert rules == [
         "( PathPrefix(`/user/ada-2e/`) || Path(`/user/ada-2e`) )",
         "( PathPrefix(`/user/ada/`) || Path(`/user/ada`) )",
-        "Host(`proxy`) && PathPrefix(`/api`)",  # Traefik's own API, for the hub only
+        "Host(`proxy-api`) && PathPrefix(`/api`)",  # Traefik's own API, for the hub only
         "PathPrefix(`/`)",
         "PathPrefix(`/hub/login`)",  # the sign-in page's rate limit
     ]

@@ -45,7 +45,7 @@ class Backend(RequestHandler):
 def proxy():
     return DshubTraefikProxy(
         dynamic_config_file=RULES,
-        traefik_api_url="http://proxy:8099",
+        traefik_api_url="http://proxy-api:8099",
         traefik_api_username="jupyterhub",
         traefik_api_password=(secrets_dir(DATA_DIR) / "proxy-api-password").read_text().strip(),
         traefik_entrypoint="http",

@@ -188,7 +188,7 @@ def test_traefik_api_is_private_and_password_protected(stack):
     probe = (
         "import urllib.request, urllib.error\n"
         "try:\n"
-        "    urllib.request.urlopen('http://proxy:8099/api/overview', timeout=5)\n"
+        "    urllib.request.urlopen('http://proxy-api:8099/api/overview', timeout=5)\n"
         "    print('open')\n"
         "except urllib.error.HTTPError as e:\n"
         "    print(e.code)\n"

@@ -145,16 +145,18 @@ class Stack:
         self.config_dir.mkdir(exist_ok=True)
         if self.profiles is not None:
             (self.config_dir / "profiles.yaml").write_text(self.profiles)
-        env = {
+        env = {**self._base_env(), **self.overrides}
+        self.settings = dshub_settings.load(env)
+        self.settings_file.write_text(dshub_settings.render(None, env))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _base_env(self) -> dict[str, str]:
+        return {
             "DSHUB_PROJECT": self.project,
             "DSHUB_HTTP_PORT": str(self.port),
             "DSHUB_POOL_DIR": str(self.pool),
             "DSHUB_CONFIG_DIR": str(self.config_dir),
-            **self.overrides,
         }
-        self.settings = dshub_settings.load(env)
-        self.settings_file.write_text(dshub_settings.render(None, env))
-        self.url = f"http://127.0.0.1:{self.port}"
 
     def compose(
         self, *args: str, check: bool = True, stdin: str | None = None
@@ -180,6 +182,14 @@ class Stack:
     def up(self) -> None:
         self.compose("up", "-d", "--wait")
         self.wait_healthy()
+
+    def reconfigure(self, **overrides: str) -> None:
+        """Change settings and run `compose up` again, as `make up` after editing .env does."""
+        self.overrides.update(overrides)
+        env = {**self._base_env(), **self.overrides}
+        self.settings = dshub_settings.load(env)
+        self.settings_file.write_text(dshub_settings.render(None, env))
+        self.up()
 
     def recreate(self) -> None:
         """Down with the hub's volumes (database, passwords, secrets), then up again; the pool stays."""
@@ -276,6 +286,13 @@ class Stack:
         if ids:
             docker("rm", "-f", *ids, check=False)
         self.compose("down", "-v", "--remove-orphans", check=False)
+        # The stack's firewall chains (spawner/netpolicy.py), which outlive its containers.
+        docker(
+            "run", "--rm", "--network", "host", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL",
+            "--label", f"dshub.project={self.project}",
+            f"dshub/netpolicy:{dshub_settings.VERSION}", "remove", "--project", self.project,
+            check=False,
+        )  # fmt: skip
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
