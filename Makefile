@@ -18,7 +18,7 @@ HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind
+.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -101,6 +101,20 @@ roster: settings ## import a class list: make roster FILE=class.csv (username,gr
 archive: settings ## off-board a user, keeping their files: make archive NAME=bob
 	@test -n "$(NAME)" || { echo "usage: make archive NAME=bob"; exit 2; }
 	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$(NAME)"
+
+backup: settings ## hub state, secrets, profiles and the pool in backups/<project>-<date>.tar.gz, 0600 (NO_POOL=1: without the pool)
+	@$(LOAD_SETTINGS); mkdir -p backups; umask 077; \
+	archive="backups/$$DSHUB_PROJECT-$$(date -u +%Y%m%dT%H%M%SZ).tar.gz"; \
+	$(HUB_EXEC) python3 -m spawner.backup create $(if $(NO_POOL),--no-pool) > "$$archive.part"; \
+	mv "$$archive.part" "$$archive"; ls -l "$$archive"
+
+restore: settings ## restore a backup onto fresh volumes and an empty pool: make restore FILE=backups/...tar.gz
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<project>-<date>.tar.gz"; exit 2; }
+	$(COMPOSE) up --no-start
+	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.backup restore < "$(FILE)"
+	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$(FILE)" config/profiles.yaml >/dev/null 2>&1; then \
+	  tar -xzf "$(FILE)" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
+	$(COMPOSE) up -d --wait
 
 admin-password: settings ## show the first admin's one-time initial password (until it is used)
 	@$(HUB_EXEC) python3 -m spawner.localauth initial-password

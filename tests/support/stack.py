@@ -41,15 +41,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def compose(
+def compose_invocation(
     settings_file: Path,
     *args: str,
     extra_files: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
-    check: bool = True,
-    stdin: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """`docker compose` on the project's compose files with a rendered settings file, as make runs it."""
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `docker compose` on the project's files, as make runs it."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
         "dshub_tag": dshub_settings.VERSION,
@@ -66,6 +64,19 @@ def compose(
         str(settings_file),
         *args,
     ]
+    return cmd, env
+
+
+def compose(
+    settings_file: Path,
+    *args: str,
+    extra_files: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+    check: bool = True,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`docker compose` on the project's compose files with a rendered settings file, as make runs it."""
+    cmd, env = compose_invocation(settings_file, *args, extra_files=extra_files, extra_env=extra_env)
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, input=stdin)
     if check and result.returncode:
         raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -157,6 +168,12 @@ class Stack:
             "DSHUB_POOL_DIR": str(self.pool),
             "DSHUB_CONFIG_DIR": str(self.config_dir),
         }
+
+    def compose_invocation(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """For compose commands that need raw stdin (e.g. an archive): the command and its environment."""
+        return compose_invocation(
+            self.settings_file, *args, extra_files=self.extra_files, extra_env=self.extra_env
+        )
 
     def compose(
         self, *args: str, check: bool = True, stdin: str | None = None
