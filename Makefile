@@ -23,7 +23,8 @@ LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-up: build ## build what is missing and start the hub (Traefik + JupyterHub)
+up: build ## build what is missing and start the hub (Traefik + JupyterHub; Prometheus with DSHUB_MONITORING)
+	@$(LOAD_SETTINGS); case "$$DSHUB_MONITORING" in true|yes|1|on) export COMPOSE_PROFILES=monitoring;; esac; \
 	$(COMPOSE) up -d --wait
 	@$(LOAD_SETTINGS); \
 	echo; \
@@ -34,23 +35,23 @@ up-dev: build-dev ## like up, plus the development OpenID Connect provider (docs
 	$(COMPOSE_DEV) up -d --wait
 
 down: settings ## stop Traefik and the hub; user servers and all data stay
-	$(COMPOSE_DEV) stop
-	$(COMPOSE_DEV) rm -f
+	$(COMPOSE_DEV) --profile monitoring stop
+	$(COMPOSE_DEV) --profile monitoring rm -f
 
 clean: settings ## stop everything including user servers; files and the hub database stay
 	@$(LOAD_SETTINGS); \
 	ids=$$(docker ps -aq --filter "label=dshub.project=$$DSHUB_PROJECT" --filter label=dshub.role=user-server); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
-	$(COMPOSE_DEV) down --remove-orphans
+	$(COMPOSE_DEV) --profile monitoring down --remove-orphans
 	@$(LOAD_SETTINGS); docker run --rm --network host --cap-drop ALL --cap-add NET_ADMIN \
 	  dshub/netpolicy:$(dshub_tag) remove --project "$$DSHUB_PROJECT"
 
 build: engine settings base-image ## build the images (hub, proxy, netpolicy, lab, datascience)
-	$(COMPOSE) --profile build build
+	$(COMPOSE) --profile build --profile monitoring build
 	$(COMPOSE) --profile build-on-lab build datascience
 
 base-image: engine settings ## make the Debian base image if it is missing (pull, else debootstrap)
-	@$(LOAD_SETTINGS); scripts/base-image.sh "$$DSHUB_BASE_IMAGE" "$$DSHUB_DEBIAN_SUITE" "$$DSHUB_DEBIAN_MIRROR"
+	@$(LOAD_SETTINGS); scripts/base-image.sh "$$DSHUB_BASE_IMAGE" "$$DSHUB_DEBIAN_SUITE" "$$DSHUB_DEBIAN_MIRROR" $(PY)
 
 engine: ## make sure a Docker engine runs (installs Debian's docker.io as root if needed)
 	@scripts/engine.sh

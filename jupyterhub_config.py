@@ -7,16 +7,18 @@ the spawner package; spawner.layout says where compose mounts things.
 import logging
 import sys
 
-from spawner import culling, roster
+from jupyterhub_traefik_proxy.traefik_utils import deep_merge
+
+from spawner import culling, metrics, roster
 from spawner import settings as dshub_settings
 from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
-from spawner.docker import DataPoolSpawner
+from spawner.docker import HOME, DataPoolSpawner
 from spawner.gpus import GpuAssignments
-from spawner.layout import CONFIG_DIR, DATA_DIR, RULES_FILE, secrets_dir
+from spawner.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, RULES_FILE, secrets_dir
 from spawner.names import ControlFreeLogRecord
 from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
-from spawner.proxy import DshubTraefikProxy, sign_in_rate_limit
+from spawner.proxy import DshubTraefikProxy, hub_pages_only_on_hub_host, sign_in_rate_limit, user_subdomain
 from spawner.secrets import ensure_secret
 from spawner.sharing import HANDLERS as SHARING_HANDLERS
 from spawner.sharing import TEMPLATES
@@ -48,6 +50,15 @@ if settings.public_url.startswith("https://"):
     c.JupyterHub.public_url = settings.public_url
     c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
     c.DataPoolSpawner.args = ["--HubOAuth.cookie_options=secure=True"]
+if settings.user_subdomains:
+    # Each user's servers on a host of their own, the hub alone on its host: a page
+    # a server serves runs in its visitors' browsers on that server's origin, never
+    # on the hub's (docs/operating.md, Per-user origins).
+    c.JupyterHub.subdomain_host = settings.subdomain_host
+    c.JupyterHub.subdomain_hook = user_subdomain
+    # __Host- cookies cannot be set from the users' hosts below the hub's; browsers
+    # take them over https only.
+    c.JupyterHub.cookie_host_prefix_enabled = settings.public_url.startswith("https://")
 # Users survive the hub: their containers and routes outlive a hub restart.
 c.JupyterHub.cleanup_servers = False
 
@@ -59,7 +70,10 @@ c.DshubTraefikProxy.traefik_api_url = "http://proxy-api:8099"
 c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
 c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
 c.DshubTraefikProxy.traefik_entrypoint = "http"
-c.DshubTraefikProxy.extra_dynamic_config = sign_in_rate_limit(settings.signin_rate, "http", "http://hub:8081")
+edge_rules = sign_in_rate_limit(settings.signin_rate, "http", "http://hub:8081")
+if settings.user_subdomains:
+    edge_rules = deep_merge(edge_rules, hub_pages_only_on_hub_host(settings.subdomain_host, "http"))
+c.DshubTraefikProxy.extra_dynamic_config = edge_rules
 
 # -- pages: sharing a server with classmates (/hub/sharing, shared servers on home)
 c.JupyterHub.template_paths = [str(TEMPLATES)]
@@ -69,10 +83,16 @@ c.JupyterHub.extra_handlers = SHARING_HANDLERS
 # and the idle culler are services with only the scopes they need
 services = [
     roster.hub_service(SECRETS_DIR),
+    metrics.hub_service(METRICS_DIR),
     culling.hub_service(settings.cull_idle_timeout, settings.cull_max_age),
 ]
 c.JupyterHub.services = [service for service, _ in filter(None, services)]
 c.JupyterHub.load_roles = [SHARING_USER_ROLE, *(role for _, role in filter(None, services))]
+
+# -- metrics: /hub/metrics (read:metrics only) with each user server's CPU and memory
+metrics.start_user_server_sampler(settings.project)
+# Active users counted every minute, not hourly (one query of the users table).
+c.PeriodicMetricsCollector.active_users_update_interval = 60
 
 # -- sign-in ----------------------------------------------------------------
 auth = authenticator_config(settings, DATA_DIR)
@@ -96,6 +116,23 @@ c.DataPoolSpawner.cull_idle_timeout = settings.cull_idle_timeout
 c.DataPoolSpawner.start_timeout = settings.start_timeout
 c.DataPoolSpawner.http_timeout = settings.start_timeout
 c.Spawner.default_url = "/lab"
+
+# -- user servers load only the image's configuration and extensions --------
+# A file in a home (a stray config, an extension from `pip install --user`) can
+# neither break a server nor change how it treats those who open it: a classmate
+# it is shared with, an admin (docs/operating.md). JupyterHub's switch takes the
+# home out of the server's config files and Jupyter's data path (labextensions);
+# JupyterLab reads labconfig (page_config.json) from the config dir by another
+# way, so that is /dev/null: it holds nothing and takes no writes, and
+# jupyter_core's config migration, which would try to create a missing one at
+# every start, gives up on it. JupyterLab's settings and workspaces (UI
+# preferences) stay where they were.
+c.DataPoolSpawner.disable_user_config = True
+c.DataPoolSpawner.environment = {
+    "JUPYTER_CONFIG_DIR": "/dev/null",
+    "JUPYTERLAB_SETTINGS_DIR": f"{HOME}/.jupyter/lab/user-settings",
+    "JUPYTERLAB_WORKSPACES_DIR": f"{HOME}/.jupyter/lab/workspaces",
+}
 
 # -- named servers (e.g. a CPU and a GPU server side by side) ----------------
 c.JupyterHub.allow_named_servers = True

@@ -60,11 +60,14 @@ def run() -> tuple[str, list[dict[str, object]]]:
         before = container_cpu_seconds(policy_id)
         time.sleep(IDLE_SECONDS)
         idle_cpu = container_cpu_seconds(policy_id) - before
+        rules_off = None
         for i, name in enumerate(probes):
             on = i % 2 == 0
             s.reconfigure(DSHUB_NETWORK_POLICY="on" if on else "off")
             admin = admin_session(s)
             seconds = hub_spawn(admin, name)
+            if not on:
+                rules_off = rule_count(s.project)
             stop_server(admin, name)
             rows.append({"policy": "on" if on else "off", "running": USERS, "spawn_s": seconds})
     spawn = {state: [float(r["spawn_s"]) for r in rows if r["policy"] == state] for state in ("on", "off")}
@@ -86,7 +89,7 @@ def run() -> tuple[str, list[dict[str, object]]]:
                     f"{ratio:.2f}x",
                 ],
                 ["spawn → ready, p95", f"{p95(spawn['on']):.2f} s", f"{p95(spawn['off']):.2f} s", ""],
-                [f"firewall rules, 0 / {USERS} users running", f"{rules_idle} / {rules_busy}", "0", ""],
+                [f"firewall rules, 0 / {USERS} users running", f"{rules_idle} / {rules_busy}", rules_off, ""],
                 [
                     f"policy service CPU over {IDLE_SECONDS} s idle",
                     f"{idle_cpu:.2f} CPU-s",

@@ -192,22 +192,25 @@ class DataPool:
             self._own(root_fd, "shared", 0, instructors_gid, 0o2775)
         return self.host_root / "shared"
 
-    def ensure_mountpoints(self, account: Account, relpaths: list[str]) -> list[str]:
-        """Create mount points (e.g. ``groups/g1``) inside the user's folder, as the user.
+    def ensure_links(self, account: Account, links: dict[str, str]) -> None:
+        """Links in the user's folder (e.g. ``groups`` -> ``/srv/groups``), owned by the user.
 
-        Returns the ones that are real directories. One the user replaced by a link
-        or a file is skipped, never followed: the engine must not mount through it.
+        Made only where the name is free: whatever the user keeps there (a folder, a
+        file, their own link) stays as it is. They only lead people to the mounts,
+        which never depend on them, so nothing in the folder is looked into.
         """
-        safe = []
         with self._open_dir(self.root / "users") as users_fd:
-            home_fd = os.open(account.path.name, _DIR_FLAGS, dir_fd=users_fd)
-            try:
-                for relpath in relpaths:
-                    if self._make_user_dirs(home_fd, relpath.split("/"), account.uid, account.gid):
-                        safe.append(relpath)
-            finally:
-                os.close(home_fd)
-        return safe
+            with _DirFd(os.open(account.path.name, _DIR_FLAGS, dir_fd=users_fd)) as home_fd:
+                for name, target in links.items():
+                    try:
+                        # symlinkat: never follows, and fails on any existing entry, even a dangling link.
+                        os.symlink(target, name, dir_fd=home_fd)
+                    except FileExistsError:
+                        continue
+                    # lchown: never follows either. The user may swap in another entry between the
+                    # two calls, but only one of their own: link(2) cannot reach across mounts, so
+                    # no one else's file can be linked into their folder from their container.
+                    os.chown(name, account.uid, account.gid, dir_fd=home_fd, follow_symlinks=False)
 
     def archive_user(self, username: str, stamp: str) -> Path:
         """Move the user's folder to ``<pool>/archive/<user>-<stamp>``; nothing inside is touched."""
@@ -240,28 +243,6 @@ class DataPool:
         except FileNotFoundError:
             return False
         return True
-
-    @staticmethod
-    def _make_user_dirs(home_fd: int, parts: list[str], uid: int, gid: int) -> bool:
-        fd = os.dup(home_fd)
-        try:
-            for part in parts:
-                try:
-                    os.mkdir(part, mode=0o755, dir_fd=fd)
-                    created = True
-                except FileExistsError:
-                    created = False
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError:  # ELOOP: a link; ENOTDIR: a file
-                    return False
-                os.close(fd)
-                fd = child
-                if created:
-                    os.fchown(fd, uid, gid)
-            return True
-        finally:
-            os.close(fd)
 
     @staticmethod
     def _existing_dir(parent_fd: int, where: str, entry: str) -> os.stat_result | None:

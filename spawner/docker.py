@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from docker.types import DeviceRequest
+from docker.errors import APIError
+from docker.types import DeviceRequest, Mount
 from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import Bool, Dict, Instance, Integer, List, Unicode, default
 
 from .culling import check_interval
-from .datapool import Account, DataPool, escape_name
+from .datapool import Account, DataPool, PoolError, escape_name
 from .faststart import FastStart
 from .gpus import GpuAssignments, NoGpuFree
 from .names import shown, username_problem
 from .profiles import Profile, ProfileError, ProfilesFile, options_form, profile_from_form
 
 HOME = "/home/jovyan"
+# Group folders and course material are mounted outside the home, in the image's
+# root-owned /srv: nothing the user can write decides where a mount goes.
+GROUPS_DIR = "/srv/groups"
+SHARED_DIR = "/srv/shared"
+# The engine's answer, at create or at start, when a bind mount's source is missing.
+_MISSING_SOURCE = re.compile(r"bind source path does not exist: (.+)")
 
 
 def container_labels(
@@ -52,10 +61,16 @@ def wants_folder(group: str, group_folders: list[str]) -> bool:
 
 @dataclass(frozen=True)
 class Mounts:
-    volumes: dict[str, dict[str, str]]
+    """What a user's container mounts, and the gids it needs for them."""
+
+    mounts: list[Mount]
     group_add: list[int]
-    # Mount points the user replaced by a link or a file: not mounted.
-    skipped: list[str]
+
+
+def bind(source: Path, target: str, read_only: bool = False) -> Mount:
+    # A bind Mount, unlike a legacy bind (`-v`, ``volumes``), makes the engine
+    # refuse a missing source instead of creating it, as root.
+    return Mount(target=target, source=str(source), type="bind", read_only=read_only)
 
 
 def pool_mounts(
@@ -63,22 +78,34 @@ def pool_mounts(
 ) -> Mounts:
     """Home, the user's group folders and the course's shared folder, with the gids they need.
 
-    Runs in an executor: it creates folders in the pool.
+    Derived from the user's hub groups and the pool alone, never from anything in
+    the user's folder. Runs in an executor: it creates folders in the pool, and
+    the links in the home that lead people to the mounts.
     """
     folders = [pool.ensure_group(g) for g in sorted(groups) if wants_folder(g, group_folders)]
     instructor = instructors in groups
     instructors_gid = pool.ensure_group(instructors).gid
     shared = pool.ensure_shared(instructors_gid)
-    wanted = {f"groups/{f.escaped}": f for f in folders}
-    safe = set(pool.ensure_mountpoints(account, [*wanted, "shared"]))
-    volumes = {str(account.host_path): {"bind": HOME, "mode": "rw"}}
-    for relpath, folder in wanted.items():
-        if relpath in safe:
-            volumes[str(folder.host_path)] = {"bind": f"{HOME}/{relpath}", "mode": "rw"}
-    if "shared" in safe:
-        volumes[str(shared)] = {"bind": f"{HOME}/shared", "mode": "rw" if instructor else "ro"}
+    # Without a group folder /srv/groups does not exist in the container: no link to nowhere.
+    pool.ensure_links(account, ({"groups": GROUPS_DIR} if folders else {}) | {"shared": SHARED_DIR})
+    mounts = [
+        bind(account.host_path, HOME),
+        *(bind(f.host_path, f"{GROUPS_DIR}/{f.escaped}") for f in folders),
+        bind(shared, SHARED_DIR, read_only=not instructor),
+    ]
     gids = sorted({f.gid for f in folders} | ({instructors_gid} if instructor else set()))
-    return Mounts(volumes, gids, sorted({*wanted, "shared"} - safe))
+    return Mounts(mounts, gids)
+
+
+def vanished_folder(error: BaseException, pool: DataPool) -> str | None:
+    """The folder an engine error says is missing as a bind source (pool-relative), if it says so."""
+    if not isinstance(error, APIError):
+        return None
+    match = _MISSING_SOURCE.search(str(error.explanation))
+    if match is None:
+        return None
+    path = Path(match[1])
+    return str(path.relative_to(pool.host_root)) if path.is_relative_to(pool.host_root) else str(path)
 
 
 class DataPoolSpawner(FastStart, DockerSpawner):
@@ -238,14 +265,12 @@ class DataPoolSpawner(FastStart, DockerSpawner):
             list(self.group_folders),
             self.instructors_group,
         )
-        if mounts.skipped:
-            self.log.warning(
-                "Not mounting %s for %s: the user replaced the mount point in their folder by a "
-                "link or a file; it is mounted again once they restore the directory",
-                ", ".join(mounts.skipped),
-                self.user.name,
-            )
-        host_config: dict[str, Any] = {**hardened_host_config(self.pids_limit), "group_add": mounts.group_add}
+        host_config: dict[str, Any] = {
+            **hardened_host_config(self.pids_limit),
+            "group_add": mounts.group_add,
+            # Merged over DockerSpawner's own list, it replaces it: config adds no mount.
+            "mounts": mounts.mounts,
+        }
         if profile.gpus:
             try:
                 devices = self.gpu_assignments.assign(
@@ -263,7 +288,8 @@ class DataPoolSpawner(FastStart, DockerSpawner):
                 DeviceRequest(driver=profiles.gpu_driver, device_ids=list(devices), capabilities=[["gpu"]])
             ]
             self._progress(20, f"GPU(s) {', '.join(devices)} assigned")
-        self.volumes = mounts.volumes
+        # No legacy binds at all, not even from config: they make a missing source as root.
+        self.volumes = {}
         self.extra_create_kwargs = {
             "user": f"{account.uid}:{account.gid}",
             "working_dir": HOME,
@@ -275,8 +301,15 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         self._progress(40, f"Starting your container from {profile.image}")
         try:
             return await super().start()
-        except BaseException:
+        except BaseException as e:
             self._release_gpus()
+            folder = vanished_folder(e, self.pool)
+            if folder is not None:
+                raise PoolError(
+                    f"The folder {folder} of the data pool vanished while your server was starting, "
+                    "so it was not mounted (a missing folder is never created in its place). "
+                    "Start again; if this repeats, an admin must look at the pool."
+                ) from e
             raise
 
     async def start_object(self) -> None:

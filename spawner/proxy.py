@@ -27,29 +27,39 @@ rule syntax once became a rule that matched every request of the hub. The
 username rule (spawner.names) keeps such names out; this is the second wall: a
 route whose path, host, target or user holds anything outside a small safe set
 is refused and logged, and one already in the rules file is removed.
+
+With per-user origins (DSHUB_USER_SUBDOMAINS) each user's routes carry a host,
+``<label>.<hub host>``: :func:`user_subdomain` makes the label, and
+:func:`hub_pages_only_on_hub_host` keeps the hub's own pages off those hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
 import tempfile
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import bcrypt
+from jupyterhub.utils import subdomain_hook_idna
 from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
 from jupyterhub_traefik_proxy.traefik_utils import TraefikConfigFileHandler
 from traitlets import Float, default, observe
 
+from .datapool import escape_name
 from .names import is_valid_username, shown
 
 RULES_MODE = 0o644
 WRITING_DIR = ".writing"
 # bcrypt's lowest cost: see the module docstring on why that is safe for the API password.
 API_HASH_ROUNDS = 4
+# Names of dshub's own edge rules (sign-in limit, per-user origins): made from the
+# settings at every start. JupyterHub's routes are router_*/service_*.
+EDGE_RULES_PREFIX = "dshub-"
 # A routespec: an optional host (DNS labels, optional port), then a path of
 # segments made only of characters that mean nothing in Traefik's rule language
 # or in a URL path (and never '.' or '..'). Checked both as given and unquoted (the form Traefik gets).
@@ -59,6 +69,9 @@ _ROUTESPEC = re.compile(
 )
 _TARGET = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~@/-]*)?")
 _MAX_ROUTESPEC = 512
+# DNS: a label has at most 63 characters, a whole name at most 253.
+MAX_LABEL = 63
+MAX_HOST = 253
 
 
 def route_problem(routespec: str, target: str, data: dict[str, Any]) -> str | None:
@@ -67,12 +80,75 @@ def route_problem(routespec: str, target: str, data: dict[str, Any]) -> str | No
         return "the route is not a string of at most 512 characters"
     if not (_ROUTESPEC.fullmatch(routespec) and _ROUTESPEC.fullmatch(unquote(routespec))):
         return f"the route {shown(routespec)} holds characters outside the safe set"
+    host = routespec.partition("/")[0].partition(":")[0]
+    if len(host) > MAX_HOST or any(len(label) > MAX_LABEL for label in host.split(".")):
+        return f"the route's host {shown(host)} is longer than DNS allows"
     if not isinstance(target, str) or not _TARGET.fullmatch(target):
         return f"the target {shown(str(target))} is not a plain http(s)://host:port URL"
     user = data.get("user")
     if user is not None and not (isinstance(user, str) and is_valid_username(user)):
         return f"the user {shown(str(user))} breaks the username rule"
     return None
+
+
+def user_label(name: str) -> str:
+    """The DNS label of a user's host: their pool folder's name, which fits for most names.
+
+    That escaping (spawner.datapool.escape_name) keeps a-z and 0-9 and writes every
+    other character as ``-xx`` (``ada.l@uni.example`` -> ``ada-2el-40uni-2eexample``),
+    so different names give different labels, each a valid label that never holds
+    ``--`` (so never an IDNA ``xn--`` label). Longer than 63 characters, the label is
+    cut and ends in ``--`` and 128 bits of the name's hash: unlike JupyterHub's
+    default hook (28 bits for names with ``.``, ``_`` or ``@``), nobody can pick a
+    name that lands on another person's origin.
+    """
+    escaped = escape_name(name)
+    if len(escaped) <= MAX_LABEL:
+        return escaped
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+    return f"{escaped[: MAX_LABEL - 34]}--{digest}"
+
+
+def user_subdomain(name: str, domain: str, kind: str) -> str:
+    """JupyterHub.subdomain_hook: users at ``<user_label>.<hub host>``.
+
+    Services keep JupyterHub's own hook (``<name>--service``, which no user label
+    ends with); dshub's services have no pages anyway.
+    """
+    if kind == "user":
+        return f"{user_label(name)}.{domain}"
+    return subdomain_hook_idna(name, domain, kind)
+
+
+def hub_pages_only_on_hub_host(public_host: str, entrypoint: str) -> dict[str, Any]:
+    """Traefik rules that redirect /hub/... on any host but the hub's to the hub's host.
+
+    The hub's route is Traefik's catch-all for every host, so that a stopped server's
+    address (``<label>.<hub host>/user/<name>/``) reaches the hub, which sends the
+    browser on to the hub's host. Its pages must not be served on a user's host: there
+    a script of that user's server would share their origin (e.g. a sign-in page,
+    and the cookies it sets, on a user's origin).
+    """
+    host = urlsplit(public_host).hostname
+    return {
+        "http": {
+            "middlewares": {
+                "dshub-to-hub-host": {
+                    "redirectRegex": {"regex": "^[a-z]+://[^/]+/(.*)", "replacement": f"{public_host}/${{1}}"}
+                }
+            },
+            "routers": {
+                "dshub-hub-host-only": {
+                    "rule": f"(Path(`/hub`) || PathPrefix(`/hub/`)) && !Host(`{host}`)",
+                    "entryPoints": [entrypoint],
+                    "middlewares": ["dshub-to-hub-host"],
+                    "service": "noop@internal",
+                    # Above the sign-in rate limit's router, which matches /hub/login on any host.
+                    "priority": 20_000,
+                }
+            },
+        }
+    }
 
 
 # Header tables down to this depth ([http.routers]); deeper dicts are inline
@@ -200,6 +276,20 @@ class DshubTraefikProxy(TraefikFileProviderProxy):
     @observe("dynamic_config_file")
     def _set_dynamic_config_file(self, change: Any) -> None:
         self.dynamic_config_handler = ReadableRulesFileHandler(change.new)
+
+    async def _setup_traefik_dynamic_config(self) -> None:
+        """The rules file with this start's edge rules, not those of the last one too.
+
+        jupyterhub-traefik-proxy merges the extra rules into the file it finds, which
+        outlives the hub: a rule the settings no longer ask for (per-user origins or
+        the sign-in limit turned off) would stay, e.g. redirecting every sign-in to a
+        host name that is no longer the hub's.
+        """
+        http = self.dynamic_config.get("http", {})
+        for table in ("routers", "middlewares", "services"):
+            for name in [name for name in http.get(table, {}) if name.startswith(EDGE_RULES_PREFIX)]:
+                del http[table][name]
+        await super()._setup_traefik_dynamic_config()
 
     async def add_route(self, routespec: str, target: str, data: dict[str, Any]) -> None:
         problem = route_problem(routespec, target, data)

@@ -106,8 +106,11 @@ def _ip(name: str, raw: str) -> str:
 
 def _abs_path(name: str, raw: str) -> Path:
     path = Path(raw)
-    if not path.is_absolute() or ".." in path.parts or re.search(r"[\s'\"\\$`]", raw):
-        raise SettingsError(f"{name}={raw!r} must be an absolute path without '..', spaces or quotes.")
+    # Braces too: DockerSpawner fills {placeholders} in the host config it is given.
+    if not path.is_absolute() or ".." in path.parts or re.search(r"[\s'\"\\$`{}]", raw):
+        raise SettingsError(
+            f"{name}={raw!r} must be an absolute path without '..', spaces, quotes or braces."
+        )
     return path
 
 
@@ -252,6 +255,16 @@ SETTINGS: tuple[Setting, ...] = (
         "URL people open, as their browser sees it (e.g. https://hub.example.edu). "
         "Default: http://<DSHUB_BIND_ADDRESS>:<DSHUB_HTTP_PORT>. OAuth callbacks are built from it.",
         _url,
+    ),
+    Setting(
+        "DSHUB_USER_SUBDOMAINS",
+        "false",
+        "true: each user's server gets an origin of its own, <user>.<host of DSHUB_PUBLIC_URL> "
+        "(e.g. ada.hub.example.edu), and the hub keeps its host to itself, so a script in a server "
+        "shared with you can never act as you on the hub. Needs DSHUB_PUBLIC_URL with a host name, "
+        "a wildcard DNS record *.<that host> and, for https, a wildcard certificate: see "
+        "docs/operating.md, Per-user origins. Recommended wherever you can have those.",
+        _bool,
     ),
     Setting(
         "DSHUB_ADMIN_USERS",
@@ -446,8 +459,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "DSHUB_GROUP_FOLDERS",
         "*",
-        "Hub groups that get a shared folder <pool>/groups/<group>, mounted at ~/groups/<group> "
-        "for members: '*' for every group, or a comma-separated list.",
+        "Hub groups that get a shared folder <pool>/groups/<group>, mounted at /srv/groups/<group> "
+        "for members (~/groups links there): '*' for every group, or a comma-separated list.",
         lambda name, raw: ("*",) if raw == "*" else _list(IDP_NAME_PATTERN, "a group name")(name, raw),
         empty=(),
     ),
@@ -497,6 +510,20 @@ SETTINGS: tuple[Setting, ...] = (
         "link-local and other non-public ranges), all, none, or comma-separated IPv4 networks, "
         "then the only destinations allowed (e.g. 10.1.2.3,10.8.0.0/16 for an internal mirror).",
         _egress,
+    ),
+    Setting(
+        "DSHUB_MONITORING",
+        "false",
+        "true runs Prometheus with the stack (compose profile monitoring): the hub's metrics, "
+        "Traefik's per-router requests and latency, each user server's CPU and memory. "
+        "See docs/operating.md (Monitoring).",
+        _bool,
+    ),
+    Setting(
+        "DSHUB_PROMETHEUS_PORT",
+        "9090",
+        "Port on 127.0.0.1 where Prometheus's UI and API answer (with DSHUB_MONITORING=true).",
+        _int(1, 65535),
     ),
     Setting(
         "DSHUB_SIGNIN_RATE",
@@ -555,8 +582,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "DSHUB_DEBIAN_MIRROR",
-        "http://deb.debian.org/debian",
-        "Debian mirror for debootstrap and for apt inside image builds.",
+        "",
+        "Debian mirror debootstrap makes the base image from (only when DSHUB_BASE_IMAGE cannot be "
+        "pulled); apt in the image builds then uses it too. Default: the mirror the host's own apt "
+        "uses (its first Debian `deb` entry in /etc/apt/sources.list and sources.list.d/), through "
+        "the host apt's proxy if it has one (Acquire::http::Proxy).",
         _url,
     ),
     Setting(
@@ -592,6 +622,14 @@ class Settings:
     @property
     def oauth(self) -> bool:
         return self.authenticator != "local"
+
+    @property
+    def subdomain_host(self) -> str:
+        """JupyterHub.subdomain_host: the hub's scheme://host[:port]; empty without per-user origins."""
+        if not self.user_subdomains:
+            return ""
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc.lower()}"
 
     def as_env(self) -> dict[str, str]:
         return dict(self.raw)
@@ -656,6 +694,8 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
         errors.append(
             "DSHUB_GID_MIN..DSHUB_GID_MAX overlaps DSHUB_UID_MIN..DSHUB_UID_MAX: separate the ranges."
         )
+    if values["DSHUB_USER_SUBDOMAINS"]:
+        errors.extend(_subdomain_problems(values["DSHUB_PUBLIC_URL"]))
     if values["DSHUB_CULL_MAX_AGE"] and not values["DSHUB_CULL_IDLE_TIMEOUT"]:
         errors.append("DSHUB_CULL_MAX_AGE needs the culler: set DSHUB_CULL_IDLE_TIMEOUT above 0.")
     kind = values["DSHUB_AUTHENTICATOR"]
@@ -717,6 +757,48 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
         if values[name] and values[name].endswith("/"):
             errors.append(f"{name} must not end with '/': write it as the issuer claim does.")
     return errors
+
+
+# Room for a 63-character user label and its dot within DNS's 253 characters.
+_MAX_HUB_HOST = 253 - 64
+
+
+def _subdomain_problems(public_url: str | None) -> list[str]:
+    """Per-user origins live below the hub's host name: DSHUB_PUBLIC_URL must give one."""
+    fix = (
+        "set DSHUB_PUBLIC_URL to the address people open, with the hub's own host name "
+        "(e.g. https://hub.example.edu; http://hub.localhost:8000 to try it on this machine)"
+    )
+    if public_url is None:
+        return [f"DSHUB_USER_SUBDOMAINS=true needs DSHUB_PUBLIC_URL: {fix}."]
+    parts = urlsplit(public_url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [
+            f"DSHUB_USER_SUBDOMAINS=true: DSHUB_PUBLIC_URL={public_url!r} is an IP address, "
+            f"and users' servers need names below the hub's: {fix}."
+        ]
+    problems = []
+    if not re.fullmatch(DOMAIN_PATTERN, host):
+        problems.append(
+            f"DSHUB_USER_SUBDOMAINS=true: the host of DSHUB_PUBLIC_URL={public_url!r} is not a name of "
+            f"at least two labels (browsers and cookies need that for the users' names below it): {fix}."
+        )
+    elif len(host) > _MAX_HUB_HOST:
+        problems.append(
+            f"DSHUB_USER_SUBDOMAINS=true: the host of DSHUB_PUBLIC_URL is {len(host)} characters long; "
+            f"users' host names add up to 64 more and DNS allows 253: use a name of at most {_MAX_HUB_HOST}."
+        )
+    if parts.path not in ("", "/"):
+        problems.append(
+            f"DSHUB_USER_SUBDOMAINS=true: DSHUB_PUBLIC_URL={public_url!r} has a path; with per-user "
+            "origins the hub is served at the root of its own host: remove the path."
+        )
+    return problems
 
 
 def _derive(values: dict[str, Any], raw_values: dict[str, str]) -> None:

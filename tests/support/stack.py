@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -218,7 +219,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/hub/health", timeout=3).status_code == 200:
+                health = requests.get(f"{self.url}/hub/health", headers=self.hub_host(), timeout=3)
+                if health.status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
@@ -242,10 +244,20 @@ class Stack:
         return requests.request(
             method,
             f"{self.url}/hub/api{path}",
-            headers={"Authorization": f"token {self._service_token}"},
+            headers={"Authorization": f"token {self._service_token}", **self.hub_host()},
             timeout=60,
             **kwargs,
         )
+
+    def hub_host(self) -> dict[str, str]:
+        """The Host header of requests for the hub, sent to 127.0.0.1.
+
+        With per-user origins the edge serves the hub's pages only on the hub's own
+        name (e.g. hub.localhost:<port>), which Python's resolver here does not know.
+        """
+        if not self.settings.user_subdomains:
+            return {}
+        return {"Host": urlsplit(self.settings.public_url).netloc}
 
     def initial_password(self, name: str) -> str:
         """The user's one-time initial password, as `make initial-password NAME=...` shows it."""

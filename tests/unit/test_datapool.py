@@ -172,22 +172,35 @@ def test_shared_is_readable_by_all_writable_by_instructors(pool):
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, instructors.gid, 0o2775)
 
 
-def test_mountpoints_are_made_as_the_user(pool):
+LINKS = {"groups": "/srv/groups", "shared": "/srv/shared"}
+
+
+def test_links_are_made_as_the_user(pool):
     account = pool.ensure_user("ada")
-    assert pool.ensure_mountpoints(account, ["groups/g1", "shared"]) == ["groups/g1", "shared"]
-    for rel in ("groups", "groups/g1", "shared"):
-        assert os.lstat(account.path / rel).st_uid == account.uid
+    pool.ensure_links(account, LINKS)
+    for name, target in LINKS.items():
+        st = os.lstat(account.path / name)
+        assert stat.S_ISLNK(st.st_mode) and os.readlink(account.path / name) == target
+        assert (st.st_uid, st.st_gid) == (account.uid, account.gid)
+    pool.ensure_links(account, LINKS)  # again: nothing to do, no error
+    assert sorted(os.listdir(account.path)) == ["groups", "shared"]
 
 
-def test_mountpoint_replaced_by_a_link_is_skipped_not_followed(pool, tmp_path):
+def test_links_never_replace_or_follow_what_the_user_keeps_there(pool, tmp_path):
     account = pool.ensure_user("eve")
     victim = tmp_path / "victim"
     victim.mkdir(mode=0o755)
-    os.symlink(victim, account.path / "groups")
-    os.symlink(victim, account.path / "shared")
-    assert pool.ensure_mountpoints(account, ["groups/g1", "shared"]) == []
-    assert not (victim / "g1").exists()
-    assert os.lstat(victim).st_uid == 0
+    os.symlink(victim, account.path / "groups")  # theirs, to a root-owned folder
+    os.symlink(tmp_path / "nowhere", account.path / "shared")  # dangling
+    (account.path / "mine").mkdir()
+    pool.ensure_links(account, {**LINKS, "mine": "/srv/mine"})
+    assert os.readlink(account.path / "groups") == str(victim)
+    assert os.readlink(account.path / "shared") == str(tmp_path / "nowhere")
+    assert not (account.path / "mine").is_symlink()
+    assert not (tmp_path / "nowhere").exists()
+    assert os.listdir(victim) == []
+    assert (os.lstat(victim).st_uid, stat.S_IMODE(os.lstat(victim).st_mode)) == (0, 0o755)
+    assert os.lstat(account.path / "groups").st_uid == 0, "an existing entry is not even chowned"
 
 
 def test_archive_moves_the_folder_without_following_links(pool, tmp_path):

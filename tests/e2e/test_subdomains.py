@@ -1,0 +1,478 @@
+"""Per-user origins (DSHUB_USER_SUBDOMAINS) in a real browser, and what a home cannot change.
+
+The hub answers at hub.localhost:<port>, each user's servers at
+<label>.hub.localhost:<port> (Chromium resolves every *.localhost name to
+loopback; the test's own HTTP calls go to 127.0.0.1 with a Host header). A
+classmate who opens a shared server runs its pages on the owner's origin, where
+a script the owner planted cannot read the hub's pages or call its API as them.
+Whatever the owner puts in their home (a labextension, server config, labconfig)
+is not loaded by their server; the image's own extensions are. Over https (a
+TLS front on 127.0.0.1, as an operator's proxy), the hub's and the servers'
+cookies are __Host- cookies, which no other host can set.
+"""
+
+import asyncio
+import datetime
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from playwright.sync_api import Browser, Page, expect
+
+from spawner import settings as dshub_settings
+from spawner.docker import HOME
+from spawner.proxy import user_label
+from tests.e2e.conftest import screenshot
+from tests.support.stack import Stack, docker, free_port
+
+pytestmark = pytest.mark.e2e
+
+# Both names need escaping to be DNS labels: ada-2elovelace, bob-40uni-2eexample.
+OWNER = "ada.lovelace"
+VISITOR = "bob@uni.example"
+
+
+def password(name: str) -> str:
+    return f"{name}-password"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    port = free_port()
+    # The default user image: JupyterLab with VS Code in its launcher.
+    stack = Stack(
+        tmp_path_factory.mktemp("origins-stack", numbered=True),
+        port=port,
+        overrides={"DSHUB_USER_SUBDOMAINS": "true", "DSHUB_PUBLIC_URL": f"http://hub.localhost:{port}"},
+    )
+    try:
+        stack.up()
+        for name in (OWNER, VISITOR):
+            assert stack.service_api("POST", f"/users/{name}").status_code == 201
+        yield stack
+    finally:
+        stack.destroy()
+
+
+def hub_url(stack: Stack) -> str:
+    return stack.settings.subdomain_host
+
+
+def origin(stack: Stack, name: str) -> str:
+    hub = urlsplit(hub_url(stack))
+    return f"{hub.scheme}://{user_label(name)}.{hub.netloc}"
+
+
+def lab_url(stack: Stack, name: str) -> str:
+    return f"{origin(stack, name)}/user/{name}/lab"
+
+
+def first_sign_in(browser: Browser, stack: Stack, name: str, next_path: str) -> Page:
+    """A new user signs in with the initial password; the form then asks for their own."""
+    # The https stack's certificate is self-signed.
+    page = browser.new_context(viewport={"width": 1400, "height": 900}, ignore_https_errors=True).new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{hub_url(stack)}/hub/login?next={quote(next_path, safe='')}")
+    initial = stack.initial_password(name)
+    page.get_by_label("Username").fill(name)
+    page.locator("#password_input").fill(initial)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#new_password_input").fill(password(name))
+    page.locator("#password_input").fill(initial)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
+def open_lab(page: Page, stack: Stack, owner: str) -> None:
+    """Wait for the owner's Lab, through the hub's question to a classmate if it asks."""
+    page.wait_for_url(re.compile(rf"({re.escape(origin(stack, owner))}/user/|.*/hub/api/oauth2/authorize)"))
+    if "/oauth2/authorize" in page.url:
+        page.get_by_role("button", name=re.compile("Authorize")).click()
+    page.wait_for_url(f"{lab_url(stack, owner)}**", timeout=180_000)
+    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+
+
+@pytest.fixture(scope="module")
+def owner_page(browser, stack) -> Iterator[Page]:
+    page = first_sign_in(browser, stack, OWNER, "/hub/spawn")
+    open_lab(page, stack, OWNER)
+    yield page
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def visitor_page(browser, stack) -> Iterator[Page]:
+    page = first_sign_in(browser, stack, VISITOR, "/hub/home")
+    page.wait_for_url(f"{hub_url(stack)}/hub/home*")
+    yield page
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def shared(stack, owner_page) -> None:
+    """The owner shares their server with the visitor on the hub's Sharing page."""
+    owner_page.goto(f"{hub_url(stack)}/hub/sharing")
+    owner_page.get_by_label("name").fill(VISITOR)
+    owner_page.get_by_role("button", name="Share").click()
+    expect(owner_page.get_by_role("status")).to_have_text(f"Shared your server with user {VISITOR}.")
+    owner_page.goto(lab_url(stack, OWNER))
+    expect(owner_page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+
+
+def test_each_users_lab_has_an_origin_of_its_own(stack, owner_page, visitor_page):
+    assert owner_page.evaluate("location.origin") == origin(stack, OWNER)
+    expect(owner_page.locator(".jp-LauncherCard", has_text="VS Code")).to_be_visible()
+    screenshot(owner_page, "lab-on-its-own-origin")
+    visitor_page.goto(f"{hub_url(stack)}/hub/spawn")
+    open_lab(visitor_page, stack, VISITOR)
+    assert visitor_page.evaluate("location.origin") == origin(stack, VISITOR) != origin(stack, OWNER)
+
+    # The hub's pages are only on the hub's host: elsewhere they redirect there.
+    owner_host = urlsplit(origin(stack, OWNER)).netloc
+    elsewhere = requests.get(
+        f"{stack.url}/hub/login?next=x", headers={"Host": owner_host}, allow_redirects=False, timeout=30
+    )
+    assert elsewhere.status_code == 302
+    assert elsewhere.headers["Location"] == f"{hub_url(stack)}/hub/login?next=x"
+    # And a server only on its owner's: on the hub's host its address leads to the hub.
+    on_hub_host = requests.get(
+        f"{stack.url}/user/{OWNER}/api/status", headers=stack.hub_host(), allow_redirects=False, timeout=30
+    )
+    assert on_hub_host.status_code == 302
+    assert on_hub_host.headers["Location"].startswith(f"{hub_url(stack)}/hub/user/{OWNER}/")
+
+
+def test_vscode_opens_from_the_launcher_on_the_owners_origin(stack, owner_page):
+    with owner_page.context.expect_page() as opened:
+        owner_page.locator(".jp-LauncherCard", has_text="VS Code").click()
+    editor = opened.value
+    editor.wait_for_url(f"{origin(stack, OWNER)}/user/{OWNER}/vscode/**", timeout=120_000)
+    expect(editor.locator(".monaco-workbench")).to_be_visible(timeout=120_000)
+    screenshot(editor, "vscode-on-its-own-origin")
+    editor.close()
+
+
+def test_a_classmate_works_in_a_shared_server_on_its_owners_origin(stack, shared, visitor_page):
+    visitor_page.goto(f"{hub_url(stack)}/hub/home")
+    visitor_page.get_by_role("link", name=f"{OWNER}'s server").click()
+    open_lab(visitor_page, stack, OWNER)
+    visitor_page.locator(".jp-LauncherCard", has_text="Python 3").first.click()
+    expect(visitor_page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(
+        timeout=120_000
+    )
+    cell = visitor_page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    cell.click()
+    visitor_page.keyboard.type("6 * 7")
+    result = visitor_page.locator(".jp-Notebook").get_by_text("42", exact=True)
+    # A run pressed while the kernel connection is still settling is dropped: press again.
+    for _ in range(12):
+        cell.click()
+        visitor_page.keyboard.press("Control+Enter")
+        try:
+            expect(result).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            continue
+    expect(result).to_be_visible()
+    screenshot(visitor_page, "classmate-on-the-owners-origin")
+
+
+# What a script the owner planted in their server would do in a classmate's
+# browser: read a hub page for its xsrf token, then make a token of the classmate
+# and ask the hub who they are. Each step's outcome: a status, a name, or
+# "refused: <error>" when the browser gave the script nothing.
+STEAL_TOKEN = """
+async ({hub, name, note}) => {
+  const out = {xsrf: false};
+  let xsrf = null;
+  const attempt = async (key, request) => {
+    try {
+      out[key] = await request();
+    } catch (error) {
+      out[key] = `refused: ${error.name}`;
+    }
+  };
+  await attempt("home", async () => {
+    const resp = await fetch(`${hub}/hub/home`, {credentials: "include"});
+    const found = (await resp.text()).match(/xsrf_token: "([^"]+)"/);
+    xsrf = found ? found[1] : null;
+    out.xsrf = xsrf !== null;
+    return resp.status;
+  });
+  const headers = xsrf ? {"X-XSRFToken": xsrf} : {};
+  await attempt("created", async () => {
+    const resp = await fetch(`${hub}/hub/api/users/${encodeURIComponent(name)}/tokens`, {
+      method: "POST",
+      credentials: "include",
+      headers: {"Content-Type": "application/json", ...headers},
+      body: JSON.stringify({note: note, expires_in: 600}),
+    });
+    if (resp.ok) out.token = (await resp.json()).token;
+    return resp.status;
+  });
+  await attempt("me", async () => {
+    const resp = await fetch(`${hub}/hub/api/user`, {credentials: "include", headers: headers});
+    return resp.ok ? (await resp.json()).name : resp.status;
+  });
+  return out;
+}
+"""
+FROM_SHARED = "made on the shared server's page"
+FROM_HUB = "made on the hub's page"
+
+
+def test_a_shared_servers_page_cannot_get_its_visitors_hub_token(stack, shared, visitor_page):
+    visitor_page.goto(lab_url(stack, OWNER))
+    open_lab(visitor_page, stack, OWNER)
+    # The hub by its address, and by a path on the server's own origin (which the
+    # edge redirects to the hub's host): the browser hands the script nothing.
+    for hub in (hub_url(stack), ""):
+        stolen = visitor_page.evaluate(STEAL_TOKEN, {"hub": hub, "name": VISITOR, "note": FROM_SHARED})
+        assert stolen["xsrf"] is False, stolen
+        assert "token" not in stolen, stolen
+        assert stolen["created"] != 201 and stolen["me"] != VISITOR, stolen
+
+    # Control: the same script on the hub's own origin gets a token of the visitor.
+    on_hub = visitor_page.context.new_page()
+    on_hub.goto(f"{hub_url(stack)}/hub/home")
+    made = on_hub.evaluate(STEAL_TOKEN, {"hub": "", "name": VISITOR, "note": FROM_HUB})
+    assert (made["xsrf"], made["created"], made["me"]) == (True, 201, VISITOR), made
+    on_hub.close()
+    tokens = requests.get(
+        f"{stack.url}/hub/api/users/{VISITOR}/tokens",
+        headers={"Authorization": f"token {made['token']}", **stack.hub_host()},
+        timeout=30,
+    )
+    tokens.raise_for_status()
+    notes = {token["note"] for token in tokens.json()["api_tokens"]}
+    assert FROM_HUB in notes and FROM_SHARED not in notes, notes
+
+
+# Run in the owner's container, as the owner: the home's Jupyter files a user could
+# make. A prebuilt labextension that marks the page (window.dshubPlanted and a
+# visible element), server config that leaves a file behind when run, and labconfig
+# that turns off the image's launcher tiles. ~/.ipython exists after any kernel ran:
+# with it, Jupyter tries to migrate config into its config dir at start.
+PLANT = r"""
+set -eu
+ext="$HOME/.local/share/jupyter/labextensions/dshub-planted"
+mkdir -p "$ext/static" "$HOME/.jupyter/labconfig" "$HOME/.ipython/profile_default"
+cat > "$ext/package.json" <<'JSON'
+{"name": "dshub-planted", "version": "0.0.1",
+ "jupyterlab": {"_build": {"load": "static/remoteEntry.js", "extension": "./extension"}}}
+JSON
+cat > "$ext/static/remoteEntry.js" <<'JS'
+window.dshubPlanted = true;
+(window._JUPYTERLAB = window._JUPYTERLAB || {})["dshub-planted"] = {
+  init: function () { return Promise.resolve(); },
+  get: function () {
+    return Promise.resolve(function () {
+      return {__esModule: true, default: {
+        id: "dshub-planted:plugin", autoStart: true, requires: [], optional: [],
+        activate: function () {
+          var marker = document.createElement("div");
+          marker.id = "dshub-planted";
+          marker.textContent = "planted by the server's owner";
+          document.body.appendChild(marker);
+        }
+      }};
+    });
+  }
+};
+JS
+cat > "$HOME/.jupyter/jupyter_server_config.py" <<'PY'
+import pathlib
+pathlib.Path.home().joinpath("planted-config-ran").write_text("the server ran the home's config\n")
+PY
+cat > "$HOME/.jupyter/labconfig/page_config.json" <<'JSON'
+{"disabledExtensions": {"@jupyterhub/jupyter-server-proxy": true}}
+JSON
+"""
+MARKER = f"{HOME}/planted-config-ran"
+# Saves one of the user's JupyterLab settings through Lab's API, as its settings editor does.
+SETTING = "notification"
+SAVE_SETTING = """
+async (setting) => {
+  const config = JSON.parse(document.getElementById("jupyter-config-data").textContent);
+  const xsrf = document.cookie.match(/_xsrf=([^;]+)/)[1];
+  const resp = await fetch(`${config.baseUrl}lab/api/settings/@jupyterlab/apputils-extension:${setting}`, {
+    method: "PUT",
+    headers: {"X-XSRFToken": xsrf, "Content-Type": "application/json"},
+    body: JSON.stringify({raw: '{"fetchNews": "false"}'}),
+  });
+  return resp.status;
+}
+"""
+
+
+def wait_until(done: Callable[[], Any], what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.5)
+
+
+def restart_server(stack: Stack, name: str) -> None:
+    def servers() -> dict[str, Any]:
+        return stack.service_api("GET", f"/users/{name}").json()["servers"]
+
+    assert stack.service_api("DELETE", f"/users/{name}/server").status_code in (202, 204)
+    wait_until(lambda: "" not in servers(), f"{name}'s server to stop")
+    assert stack.service_api("POST", f"/users/{name}/server").status_code in (201, 202)
+    wait_until(lambda: servers().get("", {}).get("ready"), f"{name}'s server to start")
+
+
+def test_servers_ignore_configuration_and_extensions_from_the_home(stack, owner_page):
+    container = stack.user_container(OWNER)
+    docker("exec", "-i", container, "sh", stdin=PLANT)
+    # Without dshub's environment for the server, Jupyter finds and uses all of it.
+    plain = ["env", "-u", "JUPYTER_CONFIG_DIR", "-u", "JUPYTERHUB_DISABLE_USER_CONFIG"]
+    listing = docker("exec", container, *plain, "jupyter", "labextension", "list")
+    listed = listing.stdout + listing.stderr
+    assert re.search(r"dshub-planted v0\.0\.1 .*enabled", listed), listed
+    assert re.search(r"@jupyterhub/jupyter-server-proxy v\S+ .*disabled", listed), listed
+    docker("exec", container, *plain, "jupyter", "server", "--show-config")
+    docker("exec", container, "rm", MARKER)  # fails unless the config ran
+
+    restart_server(stack, OWNER)
+    owner_page.goto(lab_url(stack, OWNER))
+    expect(owner_page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    # The image's extensions load (the VS Code tile), the home's labconfig did not turn them off.
+    expect(owner_page.locator(".jp-LauncherCard", has_text="VS Code")).to_be_visible()
+    config = owner_page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent)")
+    loaded = {extension["name"] for extension in config["federated_extensions"]}
+    assert {"@jupyterhub/jupyter-server-proxy", "@jupyter/collaboration-extension"} <= loaded
+    assert "dshub-planted" not in loaded
+    assert "@jupyterhub/jupyter-server-proxy" not in config["disabledExtensions"]
+    assert owner_page.evaluate("window.dshubPlanted") is None
+    expect(owner_page.locator("#dshub-planted")).to_have_count(0)
+    ran = docker("exec", stack.user_container(OWNER), "test", "-e", MARKER, check=False)
+    assert ran.returncode == 1, "the server ran ~/.jupyter/jupyter_server_config.py"
+
+    # The user's own JupyterLab settings are still theirs, kept in their home.
+    assert owner_page.evaluate(SAVE_SETTING, SETTING) == 204
+    saved = f"{HOME}/.jupyter/lab/user-settings/@jupyterlab/apputils-extension/{SETTING}.jupyterlab-settings"
+    assert docker("exec", stack.user_container(OWNER), "test", "-f", saved, check=False).returncode == 0
+
+
+def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A certificate for the hub's name and the wildcard below it, as an operator gets one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("hub.localhost"), x509.DNSName("*.hub.localhost")]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = workdir / "cert.pem", workdir / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+@contextmanager
+def tls_front(port: int, stack_port: int, cert_file: Path, key_file: Path) -> Iterator[None]:
+    """TLS on 127.0.0.1:port, passing the bytes on to the stack's plain-http port unchanged."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stack_reader, stack_writer = await asyncio.open_connection("127.0.0.1", stack_port)
+        await asyncio.gather(pipe(reader, stack_writer), pipe(stack_reader, writer))
+
+    # Its own event loop in its own thread: Playwright's sync API runs one in this thread.
+    loop = asyncio.new_event_loop()
+    listening = threading.Event()
+
+    def serve() -> None:
+        loop.run_until_complete(asyncio.start_server(connect, "127.0.0.1", port, ssl=context))
+        listening.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert listening.wait(timeout=10)
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def https_stack(tmp_path_factory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("origins-https-stack", numbered=True)
+    port, tls_port = free_port(), free_port()
+    # The lean image: this is about the cookies, not the IDEs.
+    stack = Stack(
+        workdir,
+        port=port,
+        overrides={
+            "DSHUB_USER_SUBDOMAINS": "true",
+            "DSHUB_PUBLIC_URL": f"https://hub.localhost:{tls_port}",
+            "DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}",
+        },
+    )
+    with tls_front(tls_port, port, *self_signed_certificate(workdir)):
+        try:
+            stack.up()
+            assert stack.service_api("POST", f"/users/{OWNER}").status_code == 201
+            yield stack
+        finally:
+            stack.destroy()
+
+
+def test_over_https_no_users_host_can_set_the_hubs_or_a_servers_cookies(browser, https_stack):
+    page = first_sign_in(browser, https_stack, OWNER, "/hub/spawn")
+    open_lab(page, https_stack, OWNER)
+    assert page.evaluate("location.origin") == origin(https_stack, OWNER)
+    signed_in = {
+        cookie["name"]: cookie
+        for cookie in page.context.cookies()
+        if "jupyterhub-hub-login" in cookie["name"] or "jupyterhub-user-" in cookie["name"]
+    }
+    # The hub's sign-in cookie and the owner's server's: both __Host- cookies, each
+    # only for its own host, so a server on another user's host cannot set or replace them.
+    assert {cookie["domain"] for cookie in signed_in.values()} == {
+        "hub.localhost",
+        urlsplit(page.url).hostname,
+    }
+    for name, cookie in signed_in.items():
+        assert name.startswith("__Host-") and cookie["secure"] and cookie["path"] == "/", cookie
