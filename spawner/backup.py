@@ -45,6 +45,8 @@ PASSWORDS = "passwords.dbm"
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:
+    # Made 0600 before SQLite opens it: the copy holds what the original does.
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dst = sqlite3.connect(target)
     try:
@@ -100,11 +102,16 @@ def create(
             members += ["-C", str(config.parent), f"{config.name}/profiles.yaml"]
         if pool is not None:
             members += ["-C", str(pool.parent), pool.name]
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "-czpf", "-", *members],
+        # Users keep working meanwhile: a file that changes or goes while tar reads it
+        # is GNU tar's exit code 1, a warning (that file as it was, or not at all);
+        # only 2 and above mean the archive is broken.
+        done = subprocess.run(
+            ["tar", "--numeric-owner", "--xattrs", "--warning=no-file-changed", "-czpf", "-", *members],
             stdout=out,
-            check=True,
+            check=False,
         )
+        if done.returncode > 1:
+            raise RuntimeError(f"tar failed (exit code {done.returncode}): the archive is incomplete")
 
 
 def restore(source: int, data_dir: Path = DATA_DIR, pool: Path = POOL_DIR) -> dict[str, object]:
@@ -123,8 +130,15 @@ def restore(source: int, data_dir: Path = DATA_DIR, pool: Path = POOL_DIR) -> di
         if manifest.get("format") != FORMAT:
             raise RuntimeError(f"archive format {manifest.get('format')!r}: this dshub reads format {FORMAT}")
         users = pool / "users"
-        if manifest["pool"] and users.is_dir() and any(users.iterdir()):
-            raise RuntimeError(f"the pool already holds users ({users}): restore only into an empty pool")
+        if manifest["pool"] and (
+            (users.is_dir() and any(users.iterdir()))
+            or (pool / "uids.record").exists()
+            or (pool / "archive").exists()
+        ):
+            raise RuntimeError(
+                f"the pool ({pool}) already holds users, archived users or a uid record: "
+                "restore only into an empty pool"
+            )
         for entry in (unpack / "hub").iterdir():
             target = data_dir / entry.name
             if target.is_dir() and not target.is_symlink():

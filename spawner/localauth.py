@@ -56,6 +56,8 @@ THROTTLE_MAX_WAIT = 300.0
 # Failures older than this are forgotten.
 THROTTLE_MEMORY = 900.0
 HASH_QUEUE_MAX = 32
+# bcrypt reads at most 72 bytes (bcrypt 5 refuses more): longer ones are never a password here.
+BCRYPT_MAX_BYTES = 72
 EDGE_HOST = "proxy"  # the edge proxy's service name in compose/compose.yaml
 
 
@@ -179,6 +181,16 @@ class PasswordFile:
             db[key] = value
             return True
 
+    def remove(self, name: str) -> None:
+        with dbm.open(self.path, "c", 0o600) as db:
+            db.pop(name.encode("utf-8"), None)
+
+    def rename(self, old: str, new: str) -> None:
+        with dbm.open(self.path, "c", 0o600) as db:
+            value = db.pop(old.encode("utf-8"), None)
+            if value is not None:
+                db[new.encode("utf-8")] = value
+
     def replace(self, name: str, expected: bytes, value: bytes) -> bool:
         """Store value only if the entry is still ``expected`` (two tabs using one initial password)."""
         with dbm.open(self.path, "c", 0o600) as db:
@@ -214,7 +226,7 @@ class ChangePasswordHandler(BaseHandler):
             "change-password.html",
             message=message,
             ok=ok,
-            min_length=self.authenticator.min_password_length,
+            min_password_length=self.authenticator.min_password_length,
         )
         self.finish(html)
 
@@ -272,10 +284,28 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         if self.passwords.get(user.name) is not None:
             return
         password = secrets.token_urlsafe(12)
-        hashed = await self.hasher.run(bcrypt.hashpw, password.encode(), bcrypt.gensalt(INITIAL_HASH_ROUNDS))
+        # ~1 ms at this cost: not through the sign-in queue, which a flood may fill.
+        salt = bcrypt.gensalt(INITIAL_HASH_ROUNDS)
+        hashed = await asyncio.get_running_loop().run_in_executor(
+            None, bcrypt.hashpw, password.encode(), salt
+        )
         if self.passwords.set_if_absent(user.name, INITIAL + hashed):
             self._write_initial(user.name, password)
             self.log.info("Made the initial password of %s (make initial-password NAME=...)", user.name)
+
+    def delete_user(self, user: Any) -> None:
+        """A deleted user's password goes with them: adding the name again issues a new one."""
+        super().delete_user(user)
+        self.passwords.remove(user.name)
+        self._forget_initial(user.name)
+
+    def user_renamed(self, old: str, new: str) -> None:
+        """The password (or the unused initial one) follows the user; the old name keeps none."""
+        self.passwords.rename(old, new)
+        try:
+            os.replace(self.initial_password_path(old), self.initial_password_path(new))
+        except FileNotFoundError:
+            pass
 
     def initial_password_path(self, name: str) -> Path:
         return Path(self.initial_passwords_dir) / escape_name(name)
@@ -343,7 +373,8 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         """(the name when signed in, else None; whether the password was a wrong guess)."""
         password = data.get("password", "").encode()
         initial = stored.startswith(INITIAL)
-        if not await self.hasher.run(bcrypt.checkpw, password, stored.removeprefix(INITIAL)):
+        too_long = len(password) > BCRYPT_MAX_BYTES
+        if too_long or not await self.hasher.run(bcrypt.checkpw, password, stored.removeprefix(INITIAL)):
             self.log.info("Refused sign-in of %s: wrong password", name)
             handler.custom_login_error = "Invalid username or password."
             return None, True
@@ -368,6 +399,8 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
     def _password_problem(self, new: str, old: str) -> str | None:
         if len(new) < self.min_password_length:
             return f"Enter a new password of at least {self.min_password_length} characters."
+        if len(new.encode()) > BCRYPT_MAX_BYTES:
+            return f"Enter a new password of at most {BCRYPT_MAX_BYTES} bytes (bcrypt's limit)."
         if new == old:
             return "The new password must differ from the old one."
         return None
@@ -381,7 +414,8 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         if stored is None or stored.startswith(INITIAL):
             return "Sign in with your initial password first."
         try:
-            if not await self.hasher.run(bcrypt.checkpw, current.encode(), stored):
+            too_long = len(current.encode()) > BCRYPT_MAX_BYTES
+            if too_long or not await self.hasher.run(bcrypt.checkpw, current.encode(), stored):
                 self.name_throttle.failed(name)
                 return "The current password is wrong."
             problem = self._password_problem(new, current)

@@ -53,6 +53,10 @@ from . import settings as dshub_settings
 log = logging.getLogger("dshub.netpolicy")
 
 INTERVAL = 1.0
+# Written after every successful round: the service's healthcheck, which the hub
+# waits for, so no user container starts before the policy holds.
+APPLIED = Path("/run/dshub-netpolicy-applied")
+HEALTHY_WITHIN = 10.0
 HUB_API_PORT = 8081
 # Roles (the dshub.role label) whose containers may open connections anywhere.
 TRUSTED_ROLES = frozenset({"hub", "proxy"})
@@ -60,6 +64,7 @@ TRUSTED_ROLES = frozenset({"hub", "proxy"})
 NOT_PUBLIC = (
     "0.0.0.0/8",
     "10.0.0.0/8",
+    "168.63.129.16/32",  # Azure's host endpoint (WireServer, DNS): metadata by another name
     "100.64.0.0/10",
     "127.0.0.0/8",
     "169.254.0.0/16",
@@ -206,6 +211,11 @@ def ensure_jump(parent: str, bridge: str, chain: str) -> None:
 
 def apply(project: str, network: Network, egress: tuple[str, ...], resolvers: tuple[str, ...]) -> bool:
     """Make the firewall hold the policy; whether anything had to change."""
+    if iptables("-S", "DOCKER-USER", check=False).returncode:
+        raise RuntimeError(
+            "the firewall has no DOCKER-USER chain in the iptables (nf_tables) backend: the engine "
+            "uses another firewall backend, so the policy cannot be kept and no user server should start"
+        )
     forward, inbound = chain_names(project)
     chains = {"forward": forward, "input": inbound}
     rules = wanted_rules(network, egress, resolvers)
@@ -253,8 +263,12 @@ def run(settings: dshub_settings.Settings, engine: Engine) -> None:
     while not stopping:
         try:
             network = engine.network(settings.network)
-            if network is not None and apply(settings.project, network, settings.user_egress, nameservers()):
-                log.info("Applied the policy to %s: trusted %s", network.bridge, ", ".join(network.trusted))
+            if network is not None:
+                if apply(settings.project, network, settings.user_egress, nameservers()):
+                    log.info(
+                        "Applied the policy to %s: trusted %s", network.bridge, ", ".join(network.trusted)
+                    )
+                APPLIED.touch()
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             log.error("Could not apply the network policy (retrying): %s", error)
         time.sleep(INTERVAL)
@@ -263,18 +277,25 @@ def run(settings: dshub_settings.Settings, engine: Engine) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spawner.netpolicy", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["run", "remove"])
+    parser.add_argument("command", choices=["run", "remove", "healthy"])
     parser.add_argument("--project", help="remove: the deployment whose rules go (default: DSHUB_PROJECT)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s netpolicy: %(message)s")
     if args.command == "remove":
         remove(args.project or dshub_settings.load().project)
         return 0
+    if args.command == "healthy":
+        try:
+            return 0 if time.time() - APPLIED.stat().st_mtime < HEALTHY_WITHIN else 1
+        except FileNotFoundError:
+            return 1
     settings = dshub_settings.load()
     if not settings.network_policy:
         log.warning("DSHUB_NETWORK_POLICY is off: user containers can reach each other and the host")
         remove(settings.project)
-        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        while True:  # healthy: there is nothing to keep
+            APPLIED.touch()
+            time.sleep(INTERVAL)
         return 0
     run(settings, Engine())
     return 0

@@ -287,7 +287,8 @@ SETTINGS: tuple[Setting, ...] = (
         "DSHUB_OAUTH_CLIENT_ID",
         "",
         "OAuth client id from the provider's app registration (required with OAuth).",
-        _str(r"[!-~]{1,256}", "a client id (printable, no spaces)"),
+        # No quote: the rendered settings file quotes values with "'".
+        _str(r"[!-&(-~]{1,256}", "a client id (printable, no spaces or quotes)"),
     ),
     Setting(
         "DSHUB_OAUTH_CLIENT_SECRET",
@@ -356,7 +357,7 @@ SETTINGS: tuple[Setting, ...] = (
         "DSHUB_OAUTH_SCOPES",
         "openid profile email",
         "Space-separated scopes requested from a generic provider.",
-        _str(r"[!-~]+( [!-~]+)*", "space-separated scopes"),
+        _str(r"[!-&(-~]+( [!-&(-~]+)*", "space-separated scopes (no quotes)"),
     ),
     Setting(
         "DSHUB_OAUTH_LOGIN_SERVICE",

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from jupyterhub.apihandlers.users import UserAPIHandler, UserListAPIHandler
+from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from .names import USERNAME_RULE, normalize_username, shown, username_problem
@@ -39,6 +40,7 @@ def _refuse(handler: web.RequestHandler, reasons: list[str]) -> web.HTTPError:
 class RuledUserListAPIHandler(UserListAPIHandler):
     """``POST /api/users`` (the admin page's "Add Users"): every name checked, all or none."""
 
+    @needs_scope("admin:users")
     async def post(self) -> None:
         data = self.get_json_body()
         names = data.get("usernames") if isinstance(data, dict) else None
@@ -60,19 +62,28 @@ class RuledUserListAPIHandler(UserListAPIHandler):
 class RuledUserAPIHandler(UserAPIHandler):
     """``POST /api/users/<name>`` creates the normalised name; ``PATCH`` checks a new name."""
 
+    @needs_scope("admin:users")
     async def post(self, user_name: str) -> None:
         reason = refusal(user_name)
         if reason:
             raise _refuse(self, [reason])
         await super().post(normalize_username(user_name))
 
+    @needs_scope("admin:users")
     async def patch(self, user_name: str) -> None:
         data = self.get_json_body()
+        new_name = None
         if isinstance(data, dict) and "name" in data:
             reason = refusal(data["name"])
             if reason:
                 raise _refuse(self, [reason])
+            new_name = normalize_username(data["name"])
         await super().patch(user_name)
+        renamed = getattr(self.authenticator, "user_renamed", None)
+        if new_name and new_name != user_name and renamed:
+            # JupyterHub tells the authenticator nothing of a rename: what it keeps
+            # by name (e.g. a password) must follow, or the old name would keep it.
+            renamed(user_name, new_name)
 
 
 USER_API_HANDLERS: list[tuple[str, type]] = [

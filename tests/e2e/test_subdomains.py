@@ -101,7 +101,8 @@ def open_lab(page: Page, stack: Stack, owner: str) -> None:
     if "/oauth2/authorize" in page.url:
         page.get_by_role("button", name=re.compile("Authorize")).click()
     page.wait_for_url(f"{lab_url(stack, owner)}**", timeout=180_000)
-    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    # Lab's shell, whatever tabs an earlier visit left open in the owner's workspace.
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +349,8 @@ def test_servers_ignore_configuration_and_extensions_from_the_home(stack, owner_
     docker("exec", container, "rm", MARKER)  # fails unless the config ran
 
     restart_server(stack, OWNER)
-    owner_page.goto(lab_url(stack, OWNER))
+    # ?reset: a fresh workspace, so the launcher shows whatever tabs were open before.
+    owner_page.goto(f"{lab_url(stack, OWNER)}?reset")
     expect(owner_page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
     # The image's extensions load (the VS Code tile), the home's labconfig did not turn them off.
     expect(owner_page.locator(".jp-LauncherCard", has_text="VS Code")).to_be_visible()

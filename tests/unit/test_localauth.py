@@ -74,3 +74,30 @@ def test_hashing_runs_one_at_a_time_and_refuses_beyond_its_queue():
     results = asyncio.run(flood())
     assert sum(isinstance(r, HashingBusy) for r in results) == 3
     assert sum(isinstance(r, bytes) for r in results) == 3
+
+
+def test_a_deleted_user_added_again_gets_a_new_initial_password(authenticator, tmp_path):
+    asyncio.run(authenticator.add_user(orm.User(name="ada")))
+    first = (tmp_path / "initial" / "ada").read_text()
+    authenticator.delete_user(orm.User(name="ada"))
+    assert not (tmp_path / "initial" / "ada").exists()
+    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
+        assert b"ada" not in db
+    asyncio.run(authenticator.add_user(orm.User(name="ada")))
+    assert (tmp_path / "initial" / "ada").read_text() != first
+
+
+def test_a_renamed_user_keeps_their_password_and_the_old_name_none(authenticator, tmp_path):
+    asyncio.run(authenticator.add_user(orm.User(name="ada")))
+    initial = (tmp_path / "initial" / "ada").read_text()
+    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
+        stored = db[b"ada"]
+    authenticator.user_renamed("ada", "ada.l")
+    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
+        assert b"ada" not in db and db[b"ada.l"] == stored
+    assert not (tmp_path / "initial" / "ada").exists()
+    assert (tmp_path / "initial" / "ada-2el").read_text() == initial
+
+
+def test_passwords_longer_than_bcrypt_reads_are_refused(authenticator):
+    assert "at most 72 bytes" in authenticator._password_problem("é" * 40, "old password")
