@@ -24,7 +24,6 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
 up: build ## build what is missing and start the hub (Traefik + JupyterHub; Prometheus with DSHUB_MONITORING)
-	@$(LOAD_SETTINGS); case "$$DSHUB_MONITORING" in true|yes|1|on) export COMPOSE_PROFILES=monitoring;; esac; \
 	$(COMPOSE) up -d --wait
 	@$(LOAD_SETTINGS); \
 	echo; \

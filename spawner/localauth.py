@@ -325,10 +325,9 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
 
     # -- sign-in ---------------------------------------------------------------------
 
-    def _failed(self, handler: Any, name: str | None, address: str) -> None:
+    def _no_such_account(self, handler: Any, address: str) -> None:
+        # No name to throttle: only the address that guessed it.
         handler.custom_login_error = "Invalid username or password."
-        if name is not None:
-            self.name_throttle.failed(name)
         self.address_throttle.failed(address)
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
@@ -344,12 +343,12 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             return None
         if username_problem(name) or handler.find_user(name) is None:
             self.log.info("Refused sign-in: %s is not a user of this hub", shown(raw))
-            self._failed(handler, None, address)
+            self._no_such_account(handler, address)
             return None
         stored = self.passwords.get(name)
         if stored is None:
             self.log.info("Refused sign-in of %s: no password yet", name)
-            self._failed(handler, None, address)
+            self._no_such_account(handler, address)
             return None
         # Counted before hashing, so parallel guesses see each other at once rather than
         # after their hashes; an attempt that was no wrong guess takes its count back.

@@ -34,19 +34,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import ipaddress
-import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+
+import docker
 
 from . import settings as dshub_settings
 
@@ -146,44 +143,23 @@ def nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]
     return tuple(found)
 
 
-class Engine:
-    """The few Docker engine API calls the policy needs, over its unix socket."""
-
-    def __init__(self, socket_path: str = "/var/run/docker.sock") -> None:
-        self.socket_path = socket_path
-
-    def get(self, path: str) -> Any:
-        conn = http.client.HTTPConnection("localhost", timeout=10)
-        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.sock.settimeout(10)
-        conn.sock.connect(self.socket_path)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
-        finally:
-            conn.close()
-        if resp.status == 404:
-            return None
-        if resp.status >= 400:
-            raise RuntimeError(f"engine API {path}: {resp.status} {body[:200]!r}")
-        return json.loads(body)
-
-    def network(self, name: str) -> Network | None:
-        info = self.get(f"/networks/{quote(name, safe='')}")
-        if info is None:
-            return None
-        bridge = (info.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}"
-        filters = quote(json.dumps({"network": [name]}))
-        trusted, hub = [], None
-        for container in self.get(f"/containers/json?filters={filters}"):
-            role = (container.get("Labels") or {}).get("dshub.role", "")
-            address = container["NetworkSettings"]["Networks"].get(name, {}).get("IPAddress")
-            if address and role in TRUSTED_ROLES:
-                trusted.append(address)
-                if role == "hub":
-                    hub = address
-        return Network(bridge=bridge, trusted=tuple(sorted(trusted)), hub=hub)
+def deployment_network(client: docker.DockerClient, name: str) -> Network | None:
+    """The deployment's bridge and the addresses of its trusted containers, from the engine."""
+    try:
+        network = client.networks.get(name)
+    except docker.errors.NotFound:
+        return None
+    info = network.attrs
+    bridge = (info.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}"
+    trusted, hub = [], None
+    for container in client.containers.list(filters={"network": name}):
+        role = container.labels.get("dshub.role", "")
+        address = container.attrs["NetworkSettings"]["Networks"].get(name, {}).get("IPAddress")
+        if address and role in TRUSTED_ROLES:
+            trusted.append(address)
+            if role == "hub":
+                hub = address
+    return Network(bridge=bridge, trusted=tuple(sorted(trusted)), hub=hub)
 
 
 def iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -246,7 +222,7 @@ def remove(project: str) -> None:
         iptables("-X", chain, check=False)
 
 
-def run(settings: dshub_settings.Settings, engine: Engine) -> None:
+def run(settings: dshub_settings.Settings, client: docker.DockerClient) -> None:
     stopping = False
 
     def stop(*_: object) -> None:
@@ -262,14 +238,14 @@ def run(settings: dshub_settings.Settings, engine: Engine) -> None:
     )
     while not stopping:
         try:
-            network = engine.network(settings.network)
+            network = deployment_network(client, settings.network)
             if network is not None:
                 if apply(settings.project, network, settings.user_egress, nameservers()):
                     log.info(
                         "Applied the policy to %s: trusted %s", network.bridge, ", ".join(network.trusted)
                     )
                 APPLIED.touch()
-        except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        except (OSError, RuntimeError, subprocess.SubprocessError, docker.errors.DockerException) as error:
             log.error("Could not apply the network policy (retrying): %s", error)
         time.sleep(INTERVAL)
     # Stopping (make down) leaves the rules: user servers keep running and stay isolated.
@@ -297,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             APPLIED.touch()
             time.sleep(INTERVAL)
         return 0
-    run(settings, Engine())
+    run(settings, docker.from_env())
     return 0
 
 

@@ -823,7 +823,9 @@ def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
     merged.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
     settings = load(merged)
     _check_profiles_file(settings)
-    return "".join(f"{k}={_quote(v)}\n" for k, v in settings.as_env().items())
+    lines = "".join(f"{k}={_quote(v)}\n" for k, v in settings.as_env().items())
+    # Compose reads its profiles from this file too: DSHUB_MONITORING decides, nothing else.
+    return lines + f"COMPOSE_PROFILES={'monitoring' if settings.monitoring else ''}\n"
 
 
 def _check_profiles_file(settings: Settings) -> None:

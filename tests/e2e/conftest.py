@@ -2,7 +2,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from tests.support.stack import REPO, dev_oidc_stack, require_images, sweep_test_leftovers
 
@@ -38,6 +38,23 @@ def page(browser):
     page.set_default_timeout(60_000)
     yield page
     context.close()
+
+
+def run_until_shown(page, cell, result) -> None:
+    """Run a cell (Ctrl+Enter) until its result shows.
+
+    A run pressed while the kernel connection is still settling is dropped, as in
+    a person's browser: press again.
+    """
+    for _ in range(12):
+        cell.click()
+        page.keyboard.press("Control+Enter")
+        try:
+            expect(result).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            continue
+    expect(result).to_be_visible()
 
 
 def screenshot(page, name: str) -> Path:

@@ -5,12 +5,11 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from spawner import settings as dshub_settings
 from tests.e2e.conftest import screenshot
-from tests.support.stack import Stack, docker
+from tests.support.stack import LAB_IMAGE, Stack, docker
 
 pytestmark = pytest.mark.e2e
-LAB = f"dshub/lab:{dshub_settings.VERSION}"
+LAB = LAB_IMAGE
 PROFILES = f"""
 profiles:
   - name: small

@@ -7,10 +7,9 @@ import pytest
 import requests
 from playwright.sync_api import Locator, Page, expect
 
-from spawner import settings as dshub_settings
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import run_until_shown, screenshot
 from tests.support.hub import HubSession
-from tests.support.stack import Stack
+from tests.support.stack import LAB_IMAGE, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +19,7 @@ def share_stack(tmp_path_factory):
     # The lean image keeps this test about sharing, not about the IDEs.
     stack = Stack(
         tmp_path_factory.mktemp("share-stack", numbered=True),
-        overrides={"DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}"},
+        overrides={"DSHUB_USER_IMAGE": LAB_IMAGE},
     )
     try:
         stack.up()
@@ -91,18 +90,7 @@ def test_share_open_run_and_revoke(browser, share_stack):
     cell.click()
     bob.keyboard.type("6 * 7")
     expect(cell).to_have_text("6 * 7")
-    # Run (Ctrl+Enter) until the result shows: a run pressed while the kernel
-    # connection is still settling is dropped, as in a person's browser.
-    result = bob.locator(".jp-Notebook").get_by_text("42", exact=True)
-    for _ in range(12):
-        cell.click()
-        bob.keyboard.press("Control+Enter")
-        try:
-            expect(result).to_be_visible(timeout=10_000)
-            break
-        except AssertionError:
-            continue
-    expect(result).to_be_visible()
+    run_until_shown(bob, cell, bob.locator(".jp-Notebook").get_by_text("42", exact=True))
     screenshot(bob, "classmate-runs-a-cell")
 
     # Revoking asks once more, since it restarts the server; then says what happened.

@@ -14,9 +14,8 @@ import time
 
 import pytest
 
-from spawner import settings as dshub_settings
 from tests.support.hub import HubSession
-from tests.support.stack import REPO, Stack
+from tests.support.stack import LAB_IMAGE, REPO, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ FIGURES = REPO / "build" / "figures"
 @pytest.fixture
 def stack(tmp_path):
     (tmp_path / "stack").mkdir()
-    lab = Stack(tmp_path / "stack", overrides={"DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}"})
+    lab = Stack(tmp_path / "stack", overrides={"DSHUB_USER_IMAGE": LAB_IMAGE})
     with lab.running() as running:
         yield running
 

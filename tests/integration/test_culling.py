@@ -5,9 +5,8 @@ import time
 
 import pytest
 
-from spawner import settings as dshub_settings
 from spawner.culling import check_interval
-from tests.support.stack import Stack
+from tests.support.stack import LAB_IMAGE, Stack
 
 pytestmark = pytest.mark.integration
 IDLE_TIMEOUT = 30
@@ -19,7 +18,7 @@ def stack(tmp_path_factory):
         tmp_path_factory.mktemp("stack", numbered=True),
         overrides={
             "DSHUB_CULL_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
-            "DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}",
+            "DSHUB_USER_IMAGE": LAB_IMAGE,
         },
     ).running() as stack:
         yield stack

@@ -24,11 +24,10 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
 from spawner.datapool import escape_name
 from tests.support.hostile import REFUSED, SAME_AS
 from tests.support.hub import HubSession, SignInRefused
-from tests.support.stack import Stack, docker
+from tests.support.stack import LAB_IMAGE, Stack, docker
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ print(json.dumps(sorted(r["rule"] for r in rules.get("http", {{}}).get("routers"
 def stack(tmp_path_factory):
     lab = Stack(
         tmp_path_factory.mktemp("hostile-stack", numbered=True),
-        overrides={"DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}"},
+        overrides={"DSHUB_USER_IMAGE": LAB_IMAGE},
     )
     with lab.running() as running:
         yield running

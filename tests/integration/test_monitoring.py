@@ -10,8 +10,7 @@ import time
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
-from tests.support.stack import Stack, free_port
+from tests.support.stack import LAB_IMAGE, Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +21,10 @@ def stack(tmp_path_factory):
     monitored = Stack(
         tmp_path_factory.mktemp("monitoring-stack", numbered=True),
         overrides={
-            "DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}",
+            "DSHUB_USER_IMAGE": LAB_IMAGE,
             "DSHUB_MONITORING": "true",
             "DSHUB_PROMETHEUS_PORT": str(port),
         },
-        # What `make up` does when DSHUB_MONITORING is true.
-        extra_env={"COMPOSE_PROFILES": "monitoring"},
     )
     monitored.prometheus = f"http://127.0.0.1:{port}"
     with monitored.running() as running:

@@ -24,8 +24,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from spawner import settings as dshub_settings
-from tests.support.stack import REPO, Stack, docker, free_port
+from tests.support.stack import LAB_IMAGE, REPO, Stack, docker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +126,7 @@ def host_listener(address: str) -> Iterator[int]:
 def stack(tmp_path_factory):
     lab = Stack(
         tmp_path_factory.mktemp("netpolicy-stack", numbered=True),
-        overrides={"DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}"},
+        overrides={"DSHUB_USER_IMAGE": LAB_IMAGE},
         # The development identity provider runs on the users' network too: out of their reach.
         extra_files=("dev-oidc.yaml",),
         extra_env={"dshub_oidc_port": str(free_port())},
@@ -214,8 +213,8 @@ def test_egress_follows_the_setting_after_make_up_again(stack, people):
     ns = NAMESPACE_ADDRESSES
     try:
         for egress, public in (("none", "blocked"), (f"{ns['link-local']}/32", "blocked")):
+            # `up` returns once the recreated policy service has applied the new setting (healthcheck).
             stack.reconfigure(DSHUB_USER_EGRESS=egress)
-            time.sleep(3)  # the policy service re-reads its settings at start
             with namespace_listeners():
                 seen = reach(bob, *((address, PORT) for address in ns.values()), ("hub", 8081))
             expected_link_local = "open" if egress.startswith(ns["link-local"]) else "blocked"

@@ -12,9 +12,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
 from tests.support.hostile import REFUSED
-from tests.support.stack import dev_oidc_stack, require_images
+from tests.support.stack import LAB_IMAGE, dev_oidc_stack, require_images
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +23,7 @@ def oidc(tmp_path_factory):
     require_images("oidc-dev")
     stack = dev_oidc_stack(
         tmp_path_factory.mktemp("oidc-identity", numbered=True),
-        DSHUB_USER_IMAGE=f"dshub/lab:{dshub_settings.VERSION}",
+        DSHUB_USER_IMAGE=LAB_IMAGE,
     )
     with stack.running() as running:
         yield running

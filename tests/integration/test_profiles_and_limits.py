@@ -11,12 +11,11 @@ import time
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
 from tests.support.hub import HubSession, KernelDied
-from tests.support.stack import Stack, docker
+from tests.support.stack import LAB_IMAGE, Stack, docker
 
 pytestmark = pytest.mark.integration
-LAB = f"dshub/lab:{dshub_settings.VERSION}"
+LAB = LAB_IMAGE
 PROFILES = f"""
 limits: {{servers_per_user: 2}}
 profiles:

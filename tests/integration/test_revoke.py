@@ -18,9 +18,8 @@ import pytest
 import requests
 import websocket
 
-from spawner import settings as dshub_settings
 from tests.support.hub import HubSession, Kernel
-from tests.support.stack import Stack, docker
+from tests.support.stack import LAB_IMAGE, Stack, docker
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ def classroom(tmp_path_factory) -> Iterator[tuple[Stack, HubSession, HubSession]
     # The lean image keeps this test about sharing, not about the IDEs.
     stack = Stack(
         tmp_path_factory.mktemp("revoke-stack", numbered=True),
-        overrides={"DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}"},
+        overrides={"DSHUB_USER_IMAGE": LAB_IMAGE},
     )
     with stack.running():
         ada = stack.sign_up("ada", "ada-password")

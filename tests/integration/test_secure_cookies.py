@@ -11,8 +11,7 @@ import time
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
-from tests.support.stack import Stack, docker, free_port
+from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +22,7 @@ def tls_stack(tmp_path_factory):
     stack = Stack(
         tmp_path_factory.mktemp("tls-stack", numbered=True),
         overrides={
-            "DSHUB_USER_IMAGE": f"dshub/lab:{dshub_settings.VERSION}",
+            "DSHUB_USER_IMAGE": LAB_IMAGE,
             "DSHUB_PUBLIC_URL": f"https://127.0.0.1:{port}",
         },
         port=port,

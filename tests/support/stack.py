@@ -29,6 +29,8 @@ from tests.support.hub import HubSession
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PREFIX = "dshubt-"
+# The lean user image: for tests about the hub, not about the IDEs.
+LAB_IMAGE = f"dshub/lab:{dshub_settings.VERSION}"
 COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
 
 

@@ -132,6 +132,9 @@ def test_render_env_file_and_environment_precedence(tmp_path):
     assert lines["DSHUB_HTTP_PORT"] == "9100"
     assert lines["DSHUB_PROJECT"] == "lab"
     assert "UNRELATED" not in lines
+    assert lines["COMPOSE_PROFILES"] == ""
+    monitored = dict(line.split("=", 1) for line in s.render(None, {"DSHUB_MONITORING": "yes"}).splitlines())
+    assert monitored["COMPOSE_PROFILES"] == "monitoring"
 
 
 def test_render_rejects_malformed_lines(tmp_path):
