@@ -95,12 +95,12 @@ usage: settings ## running user servers with their profile, CPU, memory, disk an
 	@$(HUB_EXEC) python3 -m spawner.usage
 
 roster: settings ## import a class list: make roster FILE=class.csv (username,groups,role)
-	@test -n "$(FILE)" || { echo "usage: make roster FILE=class.csv"; exit 2; }
-	$(HUB_EXEC) python3 -m spawner.roster import - < "$(FILE)"
+	@test -n "$$FILE" || { echo "usage: make roster FILE=class.csv"; exit 2; }
+	$(HUB_EXEC) python3 -m spawner.roster import - < "$$FILE"
 
 archive: settings ## off-board a user, keeping their files: make archive NAME=bob
-	@test -n "$(NAME)" || { echo "usage: make archive NAME=bob"; exit 2; }
-	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$(NAME)"
+	@test -n "$$NAME" || { echo "usage: make archive NAME=bob"; exit 2; }
+	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$$NAME"
 
 backup: settings ## hub state, secrets, profiles and the pool in backups/<project>-<date>.tar.gz, 0600 (NO_POOL=1: without the pool)
 	@$(LOAD_SETTINGS); mkdir -p backups; umask 077; \
@@ -109,20 +109,20 @@ backup: settings ## hub state, secrets, profiles and the pool in backups/<projec
 	mv "$$archive.part" "$$archive"; ls -l "$$archive"
 
 restore: settings ## restore a backup onto fresh volumes and an empty pool: make restore FILE=backups/...tar.gz
-	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<project>-<date>.tar.gz"; exit 2; }
+	@test -n "$$FILE" || { echo "usage: make restore FILE=backups/<project>-<date>.tar.gz"; exit 2; }
 	$(COMPOSE) up --no-start
-	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.backup restore < "$(FILE)"
-	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$(FILE)" config/profiles.yaml >/dev/null 2>&1; then \
-	  tar -xzf "$(FILE)" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
+	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.backup restore < "$$FILE"
+	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$$FILE" config/profiles.yaml >/dev/null 2>&1; then \
+	  tar -xzf "$$FILE" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
 	$(COMPOSE) up -d --wait
 
 admin-password: settings ## show the first admin's one-time initial password (until it is used)
 	@$(HUB_EXEC) python3 -m spawner.localauth initial-password
 
 unbind: settings ## OAuth: release a username from the provider account it is bound to: make unbind NAME=ada
-	@test -n "$(NAME)" || { echo "usage: make unbind NAME=ada"; exit 2; }
-	$(HUB_EXEC) python3 -m spawner.oauth unbind "$(NAME)"
+	@test -n "$$NAME" || { echo "usage: make unbind NAME=ada"; exit 2; }
+	$(HUB_EXEC) python3 -m spawner.oauth unbind "$$NAME"
 
 initial-password: settings ## a user's one-time initial password: make initial-password NAME=bob
-	@test -n "$(NAME)" || { echo "usage: make initial-password NAME=bob"; exit 2; }
-	@$(HUB_EXEC) python3 -m spawner.localauth initial-password "$(NAME)"
+	@test -n "$$NAME" || { echo "usage: make initial-password NAME=bob"; exit 2; }
+	@$(HUB_EXEC) python3 -m spawner.localauth initial-password "$$NAME"

@@ -32,7 +32,7 @@ USERNAME_RULE = (
     "'.', '_', '-' or '@' between them (it starts and ends with a letter or digit)"
 )
 _USERNAME = re.compile(USERNAME_PATTERN)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 class InvalidUsername(ValueError):

@@ -98,6 +98,9 @@ def parse_memory(name: str, raw: str) -> int:
 
 def _ip(name: str, raw: str) -> str:
     try:
+        # No IPv6 zone id (%eth0): it may hold any character, quotes included.
+        if "%" in raw:
+            raise ValueError(raw)
         ipaddress.ip_address(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an IP address (e.g. 127.0.0.1).") from None
@@ -288,7 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "OAuth client id from the provider's app registration (required with OAuth).",
         # No quote: the rendered settings file quotes values with "'".
-        _str(r"[!-&(-~]{1,256}", "a client id (printable, no spaces or quotes)"),
+        _str(r"[!-&(-\[\]-~]{1,256}", "a client id (printable, no spaces, quotes or backslashes)"),
     ),
     Setting(
         "DSHUB_OAUTH_CLIENT_SECRET",
@@ -357,7 +360,7 @@ SETTINGS: tuple[Setting, ...] = (
         "DSHUB_OAUTH_SCOPES",
         "openid profile email",
         "Space-separated scopes requested from a generic provider.",
-        _str(r"[!-&(-~]+( [!-&(-~]+)*", "space-separated scopes (no quotes)"),
+        _str(r"[!-&(-\[\]-~]+( [!-&(-\[\]-~]+)*", "space-separated scopes (no quotes or backslashes)"),
     ),
     Setting(
         "DSHUB_OAUTH_LOGIN_SERVICE",
@@ -847,8 +850,10 @@ def _quote(value: str) -> str:
     """Single-quote values that need it; read the same by compose and by a shell's `source`."""
     if re.fullmatch(r"[A-Za-z0-9_./:@,+=-]*", value):
         return value
-    # Validation keeps single quotes out of every setting.
-    assert "'" not in value
+    # Validation keeps these out of every setting; the file is sourced by a shell and
+    # read by compose, which disagree on a quote and on a backslash before one.
+    if "'" in value or value.endswith("\\"):
+        raise SettingsError(f"a value ending in a backslash or holding a quote cannot be written: {value!r}")
     return f"'{value}'"
 
 

@@ -103,6 +103,19 @@ def test_identity_provider_urls_on_this_machine_may_be_plain_http(key, raw):
     assert s.load(env).values[key] == raw
 
 
+@pytest.mark.parametrize(
+    ("key", "raw"),
+    [
+        ("DSHUB_BIND_ADDRESS", "::1%a'; echo INJECTED #"),
+        ("DSHUB_OAUTH_CLIENT_ID", "abc\\"),
+        ("DSHUB_OAUTH_SCOPES", "openid x\\"),
+    ],
+)
+def test_values_the_settings_file_could_not_hold_are_refused(key, raw):
+    with pytest.raises(s.SettingsError, match=key):
+        s.load({key: raw})
+
+
 def test_unknown_key_is_rejected_with_a_hint():
     with pytest.raises(s.SettingsError, match=r"DSHUB_MEM_LIMT is not a dshub setting.*DSHUB_MEM_LIMIT"):
         s.load({"DSHUB_MEM_LIMT": "1G"})
