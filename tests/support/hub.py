@@ -188,7 +188,7 @@ class Kernel:
         output = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
+            msg = self._next_message(deadline)
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] in ("restarting", "dead"):
                 # The server's own notice, with no parent: the kernel process is gone.
                 raise KernelDied(f"kernel {msg['content']['execution_state']} while running {code[:60]!r}")
@@ -205,6 +205,22 @@ class Kernel:
             elif kind == "status" and content["execution_state"] == "idle":
                 return "".join(output)
         raise TimeoutError(f"no reply to {code!r} within {timeout}s")
+
+    def _next_message(self, deadline: float) -> dict[str, Any]:
+        """The next Jupyter message, within the deadline.
+
+        The server pings the websocket; websocket-client answers pings inside recv()
+        and starts its socket timeout again, so a plain recv() on a connection that
+        only pings would wait forever. Control frames come back here instead.
+        """
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no message from the kernel before the deadline")
+            self.ws.settimeout(remaining)
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                return json.loads(data)
 
     def close(self) -> None:
         self.ws.close()
