@@ -18,7 +18,7 @@ HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore
+.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -27,26 +27,26 @@ up: build ## build what is missing and start the hub (Traefik + JupyterHub; Prom
 	$(COMPOSE) up -d --wait
 	@$(LOAD_SETTINGS); \
 	echo; \
-	echo "dshub is running at http://$$DSHUB_BIND_ADDRESS:$$DSHUB_HTTP_PORT/"; \
+	echo "dshub is running at $$DSHUB_PUBLIC_URL/"; \
 	echo "Sign in as '$${DSHUB_ADMIN_USERS%%,*}'; the initial password is shown by: make admin-password"
 
 up-dev: build-dev ## like up, plus the development OpenID Connect provider (docs/auth.md)
 	$(COMPOSE_DEV) up -d --wait
 
 down: settings ## stop Traefik and the hub; user servers and all data stay
-	$(COMPOSE_DEV) --profile monitoring stop
-	$(COMPOSE_DEV) --profile monitoring rm -f
+	$(COMPOSE_DEV) --profile monitoring --profile quota stop
+	$(COMPOSE_DEV) --profile monitoring --profile quota rm -f
 
 clean: settings ## stop everything including user servers; files and the hub database stay
 	@$(LOAD_SETTINGS); \
 	ids=$$(docker ps -aq --filter "label=dshub.project=$$DSHUB_PROJECT" --filter label=dshub.role=user-server); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
-	$(COMPOSE_DEV) --profile monitoring down --remove-orphans
+	$(COMPOSE_DEV) --profile monitoring --profile quota down --remove-orphans
 	@$(LOAD_SETTINGS); docker run --rm --network host --cap-drop ALL --cap-add NET_ADMIN \
 	  dshub/netpolicy:$(dshub_tag) remove --project "$$DSHUB_PROJECT"
 
-build: engine settings base-image ## build the images (hub, proxy, netpolicy, lab, datascience)
-	$(COMPOSE) --profile build --profile monitoring build
+build: engine settings base-image ## build the images (hub, proxy, netpolicy, quota, lab, datascience)
+	$(COMPOSE) --profile build --profile monitoring --profile quota build
 	$(COMPOSE) --profile build-on-lab build datascience
 
 base-image: engine settings ## make the Debian base image if it is missing (pull, else debootstrap)
@@ -62,8 +62,9 @@ $(VENV)/.stamp: requirements-dev.txt images/hub/requirements.txt scripts/venv.sh
 	scripts/venv.sh $(VENV) requirements-dev.txt
 	@touch $@
 
-build-dev: build ## build the development OpenID Connect provider image
+build-dev: build ## build the development OpenID Connect provider and ACME server images
 	$(COMPOSE_DEV) build oidc
+	$(COMPOSE) -f compose/dev-acme.yaml build pebble
 
 browser: ## make sure Chromium is there for the browser tests
 	@scripts/browser.sh
@@ -114,6 +115,11 @@ restore: settings ## restore a backup onto fresh volumes and an empty pool: make
 	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.backup restore < "$$FILE"
 	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$$FILE" config/profiles.yaml >/dev/null 2>&1; then \
 	  tar -xzf "$$FILE" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
+	$(COMPOSE) up -d --wait
+
+renew-certificates: settings ## DSHUB_TLS=acme: order new certificates now (the proxy restarts: open connections reconnect)
+	$(COMPOSE) stop proxy
+	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 edge-init -m spawner.edge forget-certificates
 	$(COMPOSE) up -d --wait
 
 admin-password: settings ## show the first admin's one-time initial password (until it is used)

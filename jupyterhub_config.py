@@ -9,13 +9,14 @@ import sys
 
 from jupyterhub_traefik_proxy.traefik_utils import deep_merge
 
-from spawner import culling, metrics, roster
+from spawner import culling, edge, metrics, roster
 from spawner import settings as dshub_settings
 from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
+from spawner.disk import LimitsFile, UsageMeter
 from spawner.docker import HOME, DataPoolSpawner
 from spawner.gpus import GpuAssignments
-from spawner.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, RULES_FILE, secrets_dir
+from spawner.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, QUOTA_DIR, RULES_FILE, secrets_dir
 from spawner.names import ControlFreeLogRecord
 from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
 from spawner.proxy import DshubTraefikProxy, hub_pages_only_on_hub_host, sign_in_rate_limit, user_subdomain
@@ -69,11 +70,15 @@ c.DshubTraefikProxy.dynamic_config_file = RULES_FILE
 c.DshubTraefikProxy.traefik_api_url = "http://proxy-api:8099"
 c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
 c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
-c.DshubTraefikProxy.traefik_entrypoint = "http"
-edge_rules = sign_in_rate_limit(settings.signin_rate, "http", "http://hub:8081")
+# Every route on the entry point people reach: https with DSHUB_TLS on (spawner/edge.py).
+entrypoint = edge.web_entrypoint(settings)
+c.DshubTraefikProxy.traefik_entrypoint = entrypoint
+edge_rules = sign_in_rate_limit(settings.signin_rate, entrypoint, "http://hub:8081", settings.trusted_proxies)
 if settings.user_subdomains:
-    edge_rules = deep_merge(edge_rules, hub_pages_only_on_hub_host(settings.subdomain_host, "http"))
+    edge_rules = deep_merge(edge_rules, hub_pages_only_on_hub_host(settings.subdomain_host, entrypoint))
 c.DshubTraefikProxy.extra_dynamic_config = edge_rules
+if settings.tls == "files":
+    edge.follow_operator_files(settings)
 
 # -- pages: sharing a server with classmates (/hub/sharing, shared servers on home)
 c.JupyterHub.template_paths = [str(TEMPLATES)]
@@ -115,6 +120,13 @@ c.DataPoolSpawner.use_internal_ip = True
 c.DataPoolSpawner.cull_idle_timeout = settings.cull_idle_timeout
 c.DataPoolSpawner.start_timeout = settings.start_timeout
 c.DataPoolSpawner.http_timeout = settings.start_timeout
+
+# -- disk quotas: counted at every start, a hard limit with the quota service -
+c.DataPoolSpawner.usage_meter = UsageMeter()
+c.DataPoolSpawner.disk_warn_percent = settings.disk_quota_warn
+c.DataPoolSpawner.disk_refuse_percent = settings.disk_quota_refuse
+if settings.disk_quota_enforce == "project":
+    c.DataPoolSpawner.quota_limits = LimitsFile(QUOTA_DIR)
 c.Spawner.default_url = "/lab"
 
 # -- user servers load only the image's configuration and extensions --------

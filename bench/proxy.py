@@ -85,7 +85,7 @@ def name_of(cid: str) -> str:
 def side_containers(networks: list[str]) -> Iterator[str]:
     """The backend and the load generator on all the networks; yields the wrk container."""
     project = project_name("proxy")
-    backend_config = f"{HERE / 'wrk' / 'backend.yaml'}:/etc/traefik/traefik.yaml:ro"
+    backend_config = f"{HERE / 'wrk' / 'backend.yaml'}:/srv/dshub/edge/traefik.yaml:ro"
     try:
         for name, args in (
             (BACKEND, ["-v", backend_config, f"dshub/proxy:{VERSION}"]),

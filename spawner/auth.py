@@ -37,6 +37,7 @@ def authenticator_config(settings: Settings, data_dir: Path) -> AuthConfig:
                 "admin_users": set(settings.admin_users),
                 "dbm_path": str(data_dir / "passwords.dbm"),
                 "initial_passwords_dir": str(initial_passwords_dir(data_dir)),
+                "trusted_proxies": list(settings.trusted_proxies),
             },
         )
     cls, service = PROVIDERS[settings.authenticator]

@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Instance, Integer, List, Unicode, default
 
 from .culling import check_interval
 from .datapool import Account, DataPool, PoolError, escape_name
+from .disk import LimitsFile, QuotaState, UsageMeter
 from .faststart import FastStart
 from .gpus import GpuAssignments, NoGpuFree
 from .names import shown, username_problem
@@ -32,7 +33,12 @@ _MISSING_SOURCE = re.compile(r"bind source path does not exist: (.+)")
 
 
 def container_labels(
-    project: str, username: str, server_name: str, profile: str, gpus: tuple[str, ...] = ()
+    project: str,
+    username: str,
+    server_name: str,
+    profile: str,
+    gpus: tuple[str, ...] = (),
+    disk_quota: int | None = None,
 ) -> dict[str, str]:
     """Labels that `make down`, `make clean`, `make usage` and the tests select user containers by."""
     return {
@@ -42,6 +48,20 @@ def container_labels(
         "dshub.server": server_name,
         "dshub.profile": profile,
         "dshub.gpus": ",".join(gpus),
+        # Bytes; empty: no quota. make usage compares the folder with it.
+        "dshub.disk_quota": str(disk_quota or ""),
+    }
+
+
+def disk_env(state: QuotaState) -> dict[str, str]:
+    """What the server's JupyterLab needs to warn near the quota (images/lab/dshub_disk_notice.py)."""
+    if state.quota is None:
+        return {}
+    return {
+        "DSHUB_DISK_QUOTA": str(state.quota),
+        "DSHUB_DISK_USED": str(state.usage.used),
+        "DSHUB_DISK_WARN_PERCENT": str(state.warn_percent),
+        "DSHUB_DISK_REFUSE_PERCENT": str(state.refuse_percent),
     }
 
 
@@ -136,12 +156,23 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     cull_idle_timeout = Integer(
         0, help="DSHUB_CULL_IDLE_TIMEOUT: sets how often servers report activity."
     ).tag(config=True)
+    usage_meter = Instance(UsageMeter, help="Measures users' folders, shared by all spawners.").tag(
+        config=True
+    )
+    quota_limits = Instance(
+        LimitsFile, allow_none=True, help="Users' quotas for the quota service; None: not enforced."
+    ).tag(config=True)
+    disk_warn_percent = Integer(90, help="DSHUB_DISK_QUOTA_WARN.").tag(config=True)
+    disk_refuse_percent = Integer(110, help="DSHUB_DISK_QUOTA_REFUSE.").tag(config=True)
 
     chosen_profile = Instance(Profile, allow_none=True, help="The profile checked for the spawn under way.")
     profile_name = Unicode("", help="The running server's profile (kept in the hub's state).")
     gpu_devices = List(Unicode(), help="GPU device ids this server holds.")
     gpu_shared = Bool(False, help="Whether those GPUs may be given to other servers too.")
     progress_events = List(Dict(), help="Progress messages of the spawn under way.")
+    disk_state = Instance(
+        QuotaState, allow_none=True, help="The user's folder against their quota, at start."
+    )
 
     @property
     def escaped_name(self) -> str:
@@ -208,7 +239,22 @@ class DataPoolSpawner(FastStart, DockerSpawner):
                 403,
                 f"You may run at most {profiles.servers_per_user} server(s) at once: stop one first.",
             )
+        quota = profiles.disk_quota(self._group_names())
+        # Without a quota nothing is counted: a walk of the folder would only slow the start.
+        self.disk_state = None if quota is None else await self._measure_against(quota)
+        if self.disk_state is not None and self.disk_state.refused:
+            self.log.warning(
+                "Not starting a server for %s: %s", shown(self.user.name), self.disk_state.refusal()
+            )
+            raise web.HTTPError(403, self.disk_state.refusal())
         self._take_profile(profile)
+
+    async def _measure_against(self, quota: int) -> QuotaState:
+        meter = self.usage_meter
+        usage = await asyncio.get_running_loop().run_in_executor(
+            meter.executor, meter.measure, self.pool.user_path(self.user.name), quota
+        )
+        return QuotaState(usage, quota, self.disk_warn_percent, self.disk_refuse_percent)
 
     def _forget_options(self) -> None:
         # The hub stores options as the default for the next start before they are
@@ -256,6 +302,14 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         self._progress(10, f"Preparing your folders (profile {profile.display_name}: {profile.summary()})")
         account = await loop.run_in_executor(None, self.pool.ensure_user, self.user.name)
         self.log.info("Pool folder of %s: %s (uid %d)", self.user.name, account.host_path, account.uid)
+        disk = self.disk_state
+        if disk is not None and disk.quota is not None:
+            self._progress(15, disk.warning() if disk.warned else f"{disk.summary()}.")
+        if self.quota_limits is not None:
+            # The quota service makes it the folder's hard limit (spawner/quota.py).
+            await loop.run_in_executor(
+                None, self.quota_limits.set, account.path.name, disk.quota if disk else None
+            )
         mounts = await loop.run_in_executor(
             None,
             pool_mounts,
@@ -294,7 +348,12 @@ class DataPoolSpawner(FastStart, DockerSpawner):
             "user": f"{account.uid}:{account.gid}",
             "working_dir": HOME,
             "labels": container_labels(
-                self.project, self.user.name, self.name, profile.name, tuple(self.gpu_devices)
+                self.project,
+                self.user.name,
+                self.name,
+                profile.name,
+                tuple(self.gpu_devices),
+                self.disk_state.quota if self.disk_state else None,
             ),
         }
         self.extra_host_config = host_config
@@ -347,9 +406,12 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         super().clear_state()
         self.chosen_profile = None
         self.profile_name = ""
+        self.disk_state = None
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env["HOME"] = HOME
         env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(check_interval(self.cull_idle_timeout))
+        if self.disk_state is not None:
+            env.update(disk_env(self.disk_state))
         return env

@@ -7,6 +7,7 @@ POOL_DIR = Path("/srv/dshub/pool")  # the host pool, bind-mounted
 CONFIG_DIR = Path("/srv/dshub/config")  # DSHUB_CONFIG_DIR, read-only: profiles.yaml
 RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"  # volume shared with Traefik
 METRICS_DIR = Path("/srv/dshub/metrics")  # volume shared with Prometheus: its scrape token
+QUOTA_DIR = Path("/srv/dshub/quota")  # volume shared with the quota service: users' disk quotas
 
 
 def secrets_dir(data_dir: Path = DATA_DIR) -> Path:

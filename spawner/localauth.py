@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dbm
+import ipaddress
 import os
 import secrets
 import socket
@@ -42,7 +43,7 @@ import bcrypt
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers import BaseHandler, LoginHandler
 from tornado import web
-from traitlets import Integer, Unicode, default
+from traitlets import Integer, List, Unicode, default
 
 from .datapool import escape_name
 from .names import normalize_username, shown, username_problem
@@ -152,15 +153,36 @@ def edge_addresses() -> frozenset[str]:
     return addresses
 
 
-def client_address(handler: web.RequestHandler) -> str:
+def client_address(handler: web.RequestHandler, trusted_proxies: tuple[str, ...] = ()) -> str:
+    """The browser's address (:func:`browser_address`) of a request to the hub."""
+    peer = str(handler.request.connection.context.address[0])  # type: ignore[union-attr]
+    forwarded_for = handler.request.headers.get("X-Forwarded-For", "")
+    return browser_address(peer, forwarded_for, edge_addresses(), trusted_proxies)
+
+
+def browser_address(
+    peer: str, forwarded_for: str, edge: frozenset[str], trusted_proxies: tuple[str, ...]
+) -> str:
     """The browser's address: from X-Forwarded-For only when the edge proxy sent the request.
 
     JupyterHub trusts forwarded headers from any peer; a user container that
     talks to the hub's port directly could otherwise pick the address it is
-    throttled under.
+    throttled under. The edge replaces the header of anyone it does not trust;
+    behind a TLS terminator (DSHUB_TRUSTED_PROXIES) it passes the terminator's
+    on and adds the terminator's address: the browser's is the last one that no
+    trusted proxy added.
     """
-    peer = str(handler.request.connection.context.address[0])  # type: ignore[union-attr]
-    return str(handler.request.remote_ip) if peer in edge_addresses() else peer
+    if peer not in edge:
+        return peer
+    networks = [ipaddress.ip_network(n) for n in trusted_proxies]
+    for hop in reversed([hop.strip() for hop in forwarded_for.split(",")]):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        if not any(address in network for network in networks):
+            return str(address)
+    return peer
 
 
 class PasswordFile:
@@ -259,6 +281,11 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         for the operator; the file goes when the password has been used.""",
     )
     min_password_length = Integer(8, config=True, help="Shortest password a user may choose.")
+    trusted_proxies = List(
+        Unicode(),
+        config=True,
+        help="Networks of a TLS terminator in front of the edge proxy, whose X-Forwarded-For is believed.",
+    )
 
     # Class level: one hub, one record of failures and one bcrypt thread, whatever
     # traitlets does with config values.
@@ -333,7 +360,7 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
         raw = data.get("username", "")
         name = normalize_username(raw)
-        address = client_address(handler)
+        address = client_address(handler, tuple(self.trusted_proxies))
         wait = max(self.name_throttle.wait(name), self.address_throttle.wait(address))
         if wait:
             self.log.warning("Throttled sign-in of %s from %s: %.0f s to wait", shown(raw), address, wait)

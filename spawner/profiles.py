@@ -28,11 +28,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .settings import IDP_NAME_PATTERN, IMAGE_PATTERN, SettingsError, parse_memory
+from .settings import IDP_NAME_PATTERN, IMAGE_PATTERN, SettingsError, parse_disk_size, parse_memory
 
 PROFILE_NAME_PATTERN = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"
 GPU_ID_PATTERN = r"[A-Za-z0-9-]{1,64}"
 PROFILES_FILE_NAME = "profiles.yaml"
+# A disk quota: a size (checked again by parse_disk_size) or none.
+DISK_QUOTA_PATTERN = r"^(none|[1-9][0-9]{0,15}[KMGTkmgt]?)$"
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -63,6 +65,18 @@ SCHEMA: dict[str, Any] = {
                     "type": "integer",
                     "minimum": 0,
                     "maximum": 64,
+                },
+                "disk_per_user": {
+                    "description": "Disk quota of a user's folder: 10G, or none (default DSHUB_DISK_QUOTA).",
+                    "type": "string",
+                    "pattern": DISK_QUOTA_PATTERN,
+                },
+                "disk_per_group": {
+                    "description": "Disk quota of the members of a hub group, instead of disk_per_user; "
+                    "a member of several listed groups gets the most generous.",
+                    "type": "object",
+                    "propertyNames": {"pattern": f"^{IDP_NAME_PATTERN}$"},
+                    "additionalProperties": {"type": "string", "pattern": DISK_QUOTA_PATTERN},
                 },
             },
         },
@@ -193,6 +207,9 @@ class Profiles:
     gpus_per_user: int | None = None
     gpu_devices: tuple[str, ...] = ()
     gpu_driver: str = "nvidia"
+    # Bytes, None: no quota. disk_per_user unset in the file: DSHUB_DISK_QUOTA.
+    disk_per_user: int | None = None
+    disk_per_group: tuple[tuple[str, int | None], ...] = ()
     images: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -201,6 +218,19 @@ class Profiles:
     def open_to(self, groups: Iterable[str]) -> list[Profile]:
         groups = set(groups)
         return [p for p in self.profiles if p.open_to(groups)]
+
+    def disk_quota(self, groups: Iterable[str]) -> int | None:
+        """The user's disk quota in bytes (None: none).
+
+        A member of groups listed in disk_per_group gets the most generous of their
+        quotas, which may be below disk_per_user (e.g. guests); everyone else
+        disk_per_user.
+        """
+        groups = set(groups)
+        listed = [quota for group, quota in self.disk_per_group if group in groups]
+        if not listed:
+            return self.disk_per_user
+        return None if None in listed else max(q for q in listed if q is not None)
 
     def choose(self, name: object, groups: Iterable[str]) -> Profile:
         """The profile called ``name`` (None: the default) if the user's groups may use it."""
@@ -233,16 +263,23 @@ class Defaults:
     cpu: float
     mem_limit: int
     pids: int
+    disk_quota: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> Defaults:
-        return cls(settings.user_image, settings.cpu_limit, settings.mem_limit, settings.pids_limit)
+        return cls(
+            settings.user_image,
+            settings.cpu_limit,
+            settings.mem_limit,
+            settings.pids_limit,
+            settings.disk_quota,
+        )
 
     def single(self) -> Profiles:
         profile = Profile(
             "default", "Default", "", self.image, self.cpu, self.mem_limit, self.pids, default=True
         )
-        return Profiles((profile,))
+        return Profiles((profile,), disk_per_user=self.disk_quota)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -302,6 +339,13 @@ def parse(text: str, defaults: Defaults) -> Profiles:
                 default=entry.get("default", False),
             )
         )
+    disk_per_user = _disk_quota(
+        "limits.disk_per_user", limits.get("disk_per_user"), defaults.disk_quota, errors
+    )
+    disk_per_group = tuple(
+        (group, _disk_quota(f"limits.disk_per_group.{group}", raw, None, errors))
+        for group, raw in sorted(limits.get("disk_per_group", {}).items())
+    )
     names = [p.name for p in profiles]
     errors += [f"profile name {n!r} is used twice." for n in sorted({n for n in names if names.count(n) > 1})]
     if sum(p.default for p in profiles) > 1:
@@ -321,7 +365,22 @@ def parse(text: str, defaults: Defaults) -> Profiles:
         gpus_per_user=limits.get("gpus_per_user"),
         gpu_devices=devices,
         gpu_driver=gpus.get("driver", "nvidia"),
+        disk_per_user=disk_per_user,
+        disk_per_group=disk_per_group,
     )
+
+
+def _disk_quota(where: str, raw: str | None, default: int | None, errors: list[str]) -> int | None:
+    """A quota of the file in bytes (None: none); a bad one is added to errors."""
+    if raw is None:
+        return default
+    if raw == "none":
+        return None
+    try:
+        return parse_disk_size(where, raw)
+    except SettingsError as e:
+        errors.append(str(e))
+        return None
 
 
 class ProfilesFile:

@@ -96,6 +96,26 @@ def parse_memory(name: str, raw: str) -> int:
     return value
 
 
+# Project quotas count in 512-byte blocks of a 64-bit number; a petabyte is room enough.
+_DISK_MIN, _DISK_MAX = 2**20, 2**50
+
+
+def parse_disk_size(name: str, raw: str) -> int:
+    """Bytes of a disk quota, in docker's notation (500M, 10G, 1T): 1M to 1024T."""
+    match = _MEMORY.fullmatch(raw) if len(raw) <= 20 else None
+    if not match:
+        raise SettingsError(f"{name}={raw!r} is not a disk size: write e.g. 500M, 10G or 1T.")
+    value = int(match[1]) * _MEMORY_UNITS[match[2].upper()]
+    if not _DISK_MIN <= value <= _DISK_MAX:
+        raise SettingsError(f"{name}={raw!r} is out of range: use 1M..1024T.")
+    return value
+
+
+def _disk_quota(name: str, raw: str) -> int | None:
+    """A quota, or None for none (written `none` or 0)."""
+    return None if raw in ("none", "0") else parse_disk_size(name, raw)
+
+
 def _ip(name: str, raw: str) -> str:
     try:
         # No IPv6 zone id (%eth0): it may hold any character, quotes included.
@@ -207,6 +227,25 @@ def _egress(name: str, raw: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IPv4/IPv6 addresses or networks, none of them everyone."""
+    networks = []
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        try:
+            network = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name}={raw!r}: {part!r} is not an IP address or network (e.g. 10.0.0.5 or 192.0.2.0/24)."
+            ) from None
+        if network.prefixlen == 0:
+            raise SettingsError(
+                f"{name}={raw!r}: {part!r} is every address, so anyone could forge their address: "
+                "name the terminator's own address or network."
+            )
+        networks.append(str(network))
+    return tuple(networks)
+
+
 def _secret(name: str, raw: str) -> str:
     if len(raw) < 8 or any(ch.isspace() or ch in "'\"\\" for ch in raw):
         raise SettingsError(
@@ -222,6 +261,9 @@ IMAGE_PATTERN = r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?"
 # Names as identity providers spell them (GitHub org:team, GitLab group/subgroup, ...).
 IDP_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@:/ -]{0,127}"
 DOMAIN_PATTERN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+"
+TLS_MODES = ("off", "self-signed", "files", "acme")
+# A file inside DSHUB_CONFIG_DIR: no absolute path, no '..', nothing a shell or compose reads.
+CONFIG_FILE_PATTERN = r"(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*"
 AUTHENTICATORS = ("local", "github", "gitlab", "google", "azuread", "generic")
 
 SETTINGS: tuple[Setting, ...] = (
@@ -268,6 +310,84 @@ SETTINGS: tuple[Setting, ...] = (
         "a wildcard DNS record *.<that host> and, for https, a wildcard certificate: see "
         "docs/operating.md, Per-user origins. Recommended wherever you can have those.",
         _bool,
+    ),
+    Setting(
+        "DSHUB_TLS",
+        "off",
+        "How the edge proxy serves https. acme: certificates from an ACME CA (Let's Encrypt by "
+        "default), renewed automatically; needs DSHUB_PUBLIC_URL with the hub's DNS name, reachable "
+        "from the CA on DSHUB_HTTP_PORT 80 (or DSHUB_HTTPS_PORT 443 with DSHUB_ACME_CHALLENGE=tls). "
+        "files: your certificate and key (DSHUB_TLS_CERT_FILE, DSHUB_TLS_KEY_FILE), reloaded when "
+        "they change. self-signed: a certificate made once, for trials and internal networks. "
+        "With TLS on, plain http only redirects to https. off: plain http, allowed only with a "
+        "loopback DSHUB_BIND_ADDRESS or behind a TLS terminator named in DSHUB_TRUSTED_PROXIES. "
+        "See docs/production.md.",
+        _choice(*TLS_MODES),
+    ),
+    Setting(
+        "DSHUB_HTTPS_PORT",
+        "8443",
+        "Host port the edge proxy serves https on (with DSHUB_TLS other than off); 443 in production.",
+        _int(1, 65535),
+    ),
+    Setting(
+        "DSHUB_TLS_CERT_FILE",
+        "tls/fullchain.pem",
+        "DSHUB_TLS=files: the certificate chain (PEM), a path inside DSHUB_CONFIG_DIR. The hub "
+        "checks it every 10 seconds and the proxy serves a new one without a restart.",
+        _str(CONFIG_FILE_PATTERN, "a relative path inside DSHUB_CONFIG_DIR (letters, digits, ._-/)"),
+    ),
+    Setting(
+        "DSHUB_TLS_KEY_FILE",
+        "tls/privkey.pem",
+        "DSHUB_TLS=files: the certificate's private key (PEM), a path inside DSHUB_CONFIG_DIR; it "
+        "may stay readable by root only.",
+        _str(CONFIG_FILE_PATTERN, "a relative path inside DSHUB_CONFIG_DIR (letters, digits, ._-/)"),
+    ),
+    Setting(
+        "DSHUB_ACME_CA_SERVER",
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "DSHUB_TLS=acme: the ACME directory URL. Let's Encrypt's staging directory "
+        "(https://acme-staging-v02.api.letsencrypt.org/directory) is good for a first try.",
+        _url,
+    ),
+    Setting(
+        "DSHUB_ACME_EMAIL",
+        "",
+        "DSHUB_TLS=acme: contact address for the ACME account (expiry notices); optional.",
+        _str(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "an e-mail address"),
+    ),
+    Setting(
+        "DSHUB_ACME_CHALLENGE",
+        "http",
+        "DSHUB_TLS=acme: how the CA checks the name. http (HTTP-01): the CA connects to port 80, "
+        "so DSHUB_HTTP_PORT must be reachable as port 80. tls (TLS-ALPN-01): port 443 only.",
+        _choice("http", "tls"),
+    ),
+    Setting(
+        "DSHUB_ACME_CA_CERTIFICATE",
+        "",
+        "DSHUB_TLS=acme with a private ACME CA (step-ca, a test CA): absolute host path of the PEM "
+        "certificate that the ACME directory's own https is signed with. Empty: the system's CAs.",
+        _abs_path,
+    ),
+    Setting(
+        "DSHUB_HSTS_SECONDS",
+        "31536000",
+        "Strict-Transport-Security max-age sent with https (acme and files; never with a "
+        "self-signed certificate, which browsers would then refuse to let anyone click through). "
+        "0 sends none.",
+        _int(0, 2 * 365 * 24 * 3600),
+    ),
+    Setting(
+        "DSHUB_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses or networks (e.g. 10.0.0.5,192.0.2.0/24) of a TLS terminator or "
+        "load balancer in front of dshub: only from these are X-Forwarded-For/-Proto believed, so "
+        "sign-in throttling and logs see the browser's address. Needed for DSHUB_TLS=off on a "
+        "non-loopback DSHUB_BIND_ADDRESS. Empty: forwarded headers from anyone are replaced.",
+        _networks,
+        empty=(),
     ),
     Setting(
         "DSHUB_ADMIN_USERS",
@@ -500,6 +620,39 @@ SETTINGS: tuple[Setting, ...] = (
         _int(32, 1_000_000),
     ),
     Setting(
+        "DSHUB_DISK_QUOTA",
+        "",
+        "Disk quota of each user's pool folder, shared by all their servers (e.g. 10G); empty or "
+        "none: no quota. profiles.yaml may set another per group (limits.disk_per_group). The hub "
+        "counts each folder: a warning at start and in JupyterLab above DSHUB_DISK_QUOTA_WARN, no "
+        "new server above DSHUB_DISK_QUOTA_REFUSE; a hard limit with DSHUB_DISK_QUOTA_ENFORCE. "
+        "See docs/profiles.md, Disk quotas.",
+        _disk_quota,
+    ),
+    Setting(
+        "DSHUB_DISK_QUOTA_WARN",
+        "90",
+        "Percent of their disk quota above which a user is warned (when their server starts and "
+        "in JupyterLab).",
+        _int(1, 100),
+    ),
+    Setting(
+        "DSHUB_DISK_QUOTA_REFUSE",
+        "110",
+        "Percent of their disk quota above which no new server of the user starts (running "
+        "servers keep running, so they can clean up).",
+        _int(100, 1000),
+    ),
+    Setting(
+        "DSHUB_DISK_QUOTA_ENFORCE",
+        "off",
+        "project: the quota service of the stack makes each user's quota a hard limit with the "
+        "pool filesystem's project quotas (XFS mounted with prjquota, or ext4 with the project "
+        "feature); writes beyond it fail. off: quotas are counted and shown, never enforced by "
+        "the filesystem.",
+        _choice("off", "project"),
+    ),
+    Setting(
         "DSHUB_NETWORK_POLICY",
         "on",
         "on: user containers reach only the hub's API and, as DSHUB_USER_EGRESS says, the "
@@ -700,6 +853,7 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
         )
     if values["DSHUB_USER_SUBDOMAINS"]:
         errors.extend(_subdomain_problems(values["DSHUB_PUBLIC_URL"]))
+    errors.extend(_tls_problems(values, environ))
     if values["DSHUB_CULL_MAX_AGE"] and not values["DSHUB_CULL_IDLE_TIMEOUT"]:
         errors.append("DSHUB_CULL_MAX_AGE needs the culler: set DSHUB_CULL_IDLE_TIMEOUT above 0.")
     kind = values["DSHUB_AUTHENTICATOR"]
@@ -763,6 +917,75 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
     return errors
 
 
+# Settings that mean something only in one DSHUB_TLS mode.
+_TLS_MODE_SETTINGS = {
+    "files": ("DSHUB_TLS_CERT_FILE", "DSHUB_TLS_KEY_FILE"),
+    "acme": ("DSHUB_ACME_CA_SERVER", "DSHUB_ACME_EMAIL", "DSHUB_ACME_CHALLENGE", "DSHUB_ACME_CA_CERTIFICATE"),
+}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _tls_problems(values: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Plain http only where nobody can listen in; https with what each mode needs."""
+    tls = values["DSHUB_TLS"]
+    bind = ipaddress.ip_address(values["DSHUB_BIND_ADDRESS"])
+    public = values["DSHUB_PUBLIC_URL"]
+    problems = []
+    for mode, names in _TLS_MODE_SETTINGS.items():
+        given = [n for n in names if environ.get(n, "").strip() not in ("", _BY_NAME[n].default)]
+        if given and tls != mode:
+            problems.append(f"{', '.join(given)} only apply to DSHUB_TLS={mode}, but DSHUB_TLS={tls}.")
+    if public is None and bind.is_unspecified:
+        problems.append(
+            f"DSHUB_BIND_ADDRESS={bind} listens on every address, so the hub cannot tell its own "
+            "address: set DSHUB_PUBLIC_URL to the URL people open (e.g. https://hub.example.edu)."
+        )
+    if tls == "off":
+        if values["DSHUB_TRUSTED_PROXIES"]:
+            if public is None or not public.startswith("https://"):
+                problems.append(
+                    "DSHUB_TRUSTED_PROXIES says a TLS terminator stands in front of dshub: set "
+                    "DSHUB_PUBLIC_URL to the https URL it serves (e.g. https://hub.example.edu)."
+                )
+        elif not bind.is_loopback:
+            problems.append(
+                f"DSHUB_TLS=off serves plain http, and DSHUB_BIND_ADDRESS={bind} is not a loopback "
+                "address: passwords and cookies would cross the network readable by anyone on the "
+                "way. Set DSHUB_TLS=acme (or files, or self-signed), or, if a TLS terminator stands "
+                "in front of dshub, name its address in DSHUB_TRUSTED_PROXIES."
+            )
+        return problems
+    if public is not None and not public.startswith("https://"):
+        problems.append(
+            f"DSHUB_TLS={tls} serves https: DSHUB_PUBLIC_URL={public!r} must start with https://."
+        )
+    if values["DSHUB_HTTPS_PORT"] == values["DSHUB_HTTP_PORT"]:
+        problems.append(
+            "DSHUB_HTTPS_PORT and DSHUB_HTTP_PORT are the same port: give https a port of its own."
+        )
+    if tls == "acme":
+        host = urlsplit(public).hostname if public else None
+        if host is None or not re.fullmatch(DOMAIN_PATTERN, host) or _is_ip(host):
+            problems.append(
+                "DSHUB_TLS=acme needs DSHUB_PUBLIC_URL with the hub's DNS name (e.g. "
+                "https://hub.example.edu): an ACME CA certifies names, not addresses."
+            )
+        if values["DSHUB_USER_SUBDOMAINS"]:
+            problems.append(
+                "DSHUB_TLS=acme cannot cover per-user origins (DSHUB_USER_SUBDOMAINS=true): every "
+                "user's host would need a certificate of its own. Use DSHUB_TLS=files with a "
+                "wildcard certificate for the hub's name and *.<that name>."
+            )
+    return problems
+
+
 # Room for a 63-character user label and its dot within DNS's 253 characters.
 _MAX_HUB_HOST = 253 - 64
 
@@ -805,6 +1028,16 @@ def _subdomain_problems(public_url: str | None) -> list[str]:
     return problems
 
 
+def _default_public_url(values: dict[str, Any]) -> str:
+    """The bind address and the port served: fine for a hub on this machine."""
+    bind = ipaddress.ip_address(values["DSHUB_BIND_ADDRESS"])
+    host = f"[{bind}]" if bind.version == 6 else str(bind)
+    if values["DSHUB_TLS"] == "off":
+        return f"http://{host}:{values['DSHUB_HTTP_PORT']}"
+    port = values["DSHUB_HTTPS_PORT"]
+    return f"https://{host}" if port == 443 else f"https://{host}:{port}"
+
+
 def _derive(values: dict[str, Any], raw_values: dict[str, str]) -> None:
     """Defaults that depend on other settings."""
 
@@ -813,7 +1046,7 @@ def _derive(values: dict[str, Any], raw_values: dict[str, str]) -> None:
         raw_values[name] = ",".join(value) if isinstance(value, tuple) else str(value)
 
     if values["DSHUB_PUBLIC_URL"] is None:
-        derive("DSHUB_PUBLIC_URL", f"http://{values['DSHUB_BIND_ADDRESS']}:{values['DSHUB_HTTP_PORT']}")
+        derive("DSHUB_PUBLIC_URL", _default_public_url(values))
     if values["DSHUB_AUTHENTICATOR"] == "local" and not values["DSHUB_ADMIN_USERS"]:
         derive("DSHUB_ADMIN_USERS", ("admin",))
     if values["DSHUB_AUTHENTICATOR"] != "local" and values["DSHUB_OAUTH_CALLBACK_URL"] is None:
@@ -826,9 +1059,32 @@ def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
     merged.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
     settings = load(merged)
     _check_profiles_file(settings)
+    _check_tls_files(settings)
     lines = "".join(f"{k}={_quote(v)}\n" for k, v in settings.as_env().items())
-    # Compose reads its profiles from this file too: DSHUB_MONITORING decides, nothing else.
-    return lines + f"COMPOSE_PROFILES={'monitoring' if settings.monitoring else ''}\n"
+    # Compose reads its profiles from this file too: DSHUB_MONITORING and
+    # DSHUB_DISK_QUOTA_ENFORCE decide, nothing else.
+    profiles = ["monitoring"] * settings.monitoring + ["quota"] * (settings.disk_quota_enforce == "project")
+    return lines + f"COMPOSE_PROFILES={','.join(profiles)}\n"
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """DSHUB_TLS=files without the files stops `make up` here, not in the proxy's log."""
+    if settings.tls != "files":
+        return
+    missing = [
+        f"{name}={raw} ({settings.config_dir / raw})"
+        for name, raw in (
+            ("DSHUB_TLS_CERT_FILE", settings.tls_cert_file),
+            ("DSHUB_TLS_KEY_FILE", settings.tls_key_file),
+        )
+        if not (settings.config_dir / raw).is_file()
+    ]
+    if missing:
+        raise SettingsError(
+            "DSHUB_TLS=files, but these files are missing in DSHUB_CONFIG_DIR: "
+            + "; ".join(missing)
+            + ". Copy your certificate chain and key there (docs/production.md, TLS)."
+        )
 
 
 def _check_profiles_file(settings: Settings) -> None:

@@ -1,5 +1,9 @@
 """`make usage`: the running user servers with their profile, CPU, memory and disk use.
 
+Disk is the user's whole pool folder (all their servers share it) against their
+disk quota, which the hub put in the container's ``dshub.disk_quota`` label at
+start; measured once per user, as the hub does (:func:`spawner.disk.measure`).
+
 `make usage` runs it in the hub container (it has the engine socket and the pool).
 Everything comes from the engine and the pool, so the report is right even while
 the hub itself is not serving. `make ps` runs ``python -m spawner.usage ps`` on the
@@ -15,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 
 from . import settings as dshub_settings
 from .datapool import DataPool
+from .disk import DiskUsage, measure, size
 from .names import shown, without_control
 from .profiles import format_bytes
 
@@ -44,6 +46,9 @@ class ServerUsage:
     memory_limit: int
     disk: int  # the user's pool folder
     status: str
+    disk_quota: int | None = None
+    disk_complete: bool = True  # False: the walk stopped early, at least `disk`
+    disk_enforced: bool = False  # the filesystem's project quota holds the folder to it
 
 
 @dataclass(frozen=True)
@@ -81,21 +86,10 @@ def memory_in_use(stats: dict[str, Any]) -> int:
     return max(0, mem.get("usage", 0) - cache)
 
 
-def tree_size(root: Path) -> int:
-    """Bytes on disk under root, never following links (a user's folder is theirs to shape)."""
-    total = 0
-    stack = [root]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    st = entry.stat(follow_symlinks=False)
-                    total += st.st_blocks * 512
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(Path(entry.path))
-        except OSError:
-            continue  # vanished or unreadable while we walked: count what we saw
-    return total
+def label_quota(labels: dict[str, str]) -> int | None:
+    """The quota the hub put on a server at its start (bytes), None for none."""
+    value = labels.get("dshub.disk_quota", "")
+    return int(value) if value.isdigit() else None
 
 
 def collect(client: docker.DockerClient, project: str, pool: DataPool) -> list[ServerUsage]:
@@ -103,10 +97,19 @@ def collect(client: docker.DockerClient, project: str, pool: DataPool) -> list[S
         filters={"label": [f"dshub.project={project}", "dshub.role=user-server"]}
     )
 
+    # One measure per user, however many servers they run.
+    disks: dict[tuple[str, int | None], DiskUsage] = {}
+    for container in containers:
+        key = (container.labels.get("dshub.user", ""), label_quota(container.labels))
+        if key not in disks:
+            disks[key] = measure(pool.user_path(key[0]), key[1]) if key[0] else DiskUsage(0)
+
     def one(container: Any) -> ServerUsage:
         labels = container.labels
         host = container.attrs["HostConfig"]
         stats = container.stats(stream=False)
+        quota = label_quota(labels)
+        usage = disks[(labels.get("dshub.user", ""), quota)]
         return ServerUsage(
             user=labels.get("dshub.user", "?"),
             server=labels.get("dshub.server", "") or "(default)",
@@ -117,8 +120,11 @@ def collect(client: docker.DockerClient, project: str, pool: DataPool) -> list[S
             cpu_limit=(host.get("CpuQuota") or 0) / (host.get("CpuPeriod") or 100_000),
             memory=memory_in_use(stats),
             memory_limit=host.get("Memory") or 0,
-            disk=tree_size(pool.user_path(labels.get("dshub.user", ""))),
+            disk=usage.used,
             status=container.status,
+            disk_quota=quota,
+            disk_complete=usage.complete,
+            disk_enforced=usage.enforced,
         )
 
     # The engine takes a second or two per stats sample: ask for all at once.
@@ -127,13 +133,13 @@ def collect(client: docker.DockerClient, project: str, pool: DataPool) -> list[S
     return sorted(rows, key=lambda r: (r.user, r.server))
 
 
-def human_bytes(value: int) -> str:
-    """A measured size, rounded for reading: 120K, 930M, 1.2G."""
-    if value < 2**20:
-        return f"{value / 2**10:.0f}K"
-    if value < 2**30:
-        return f"{value / 2**20:.0f}M"
-    return f"{value / 2**30:.1f}G"
+def disk_cell(r: ServerUsage) -> str:
+    """1.2G, or with a quota 9.6G/10G 96% (hard: the filesystem enforces it); >= when counted in part."""
+    used = size(r.disk) if r.disk_complete else f">={size(r.disk)}"
+    if r.disk_quota is None:
+        return used
+    cell = f"{used}/{size(r.disk_quota)} {100 * r.disk / r.disk_quota:.0f}%"
+    return f"{cell} hard" if r.disk_enforced else cell
 
 
 def aligned(lines: list[tuple[str, ...]]) -> str:
@@ -153,8 +159,8 @@ def table(rows: list[ServerUsage]) -> str:
                 safe_cell(r.server),
                 safe_cell(r.profile),
                 f"{r.cpu_percent:.0f}% of {r.cpu_limit:g}",
-                f"{human_bytes(r.memory)} / {format_bytes(r.memory_limit)}",
-                human_bytes(r.disk),
+                f"{size(r.memory)} / {format_bytes(r.memory_limit)}",
+                disk_cell(r),
                 safe_cell(r.gpus) if r.gpus else "-",
                 safe_cell(r.image),
             )

@@ -66,7 +66,7 @@ def screenshot(page, name: str) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _images():
-    require_images("hub", "proxy", "netpolicy", "lab", "datascience", "oidc-dev")
+    require_images("hub", "proxy", "netpolicy", "lab", "datascience", "oidc-dev", "pebble")
     sweep_test_leftovers()
     yield
     sweep_test_leftovers()

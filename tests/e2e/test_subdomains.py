@@ -6,34 +6,25 @@ loopback; the test's own HTTP calls go to 127.0.0.1 with a Host header). A
 classmate who opens a shared server runs its pages on the owner's origin, where
 a script the owner planted cannot read the hub's pages or call its API as them.
 Whatever the owner puts in their home (a labextension, server config, labconfig)
-is not loaded by their server; the image's own extensions are. Over https (a
-TLS front on 127.0.0.1, as an operator's proxy), the hub's and the servers'
-cookies are __Host- cookies, which no other host can set.
+is not loaded by their server; the image's own extensions are. Over https (the
+edge serving a wildcard certificate, DSHUB_TLS=files), the hub's and the
+servers' cookies are __Host- cookies, which no other host can set.
 """
 
-import asyncio
-import datetime
 import re
-import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from playwright.sync_api import Browser, Page, expect
 
 from spawner.docker import HOME
 from spawner.proxy import user_label
 from tests.e2e.conftest import run_until_shown, screenshot
+from tests.support.certs import OwnCa
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +71,7 @@ def lab_url(stack: Stack, name: str) -> str:
 
 def first_sign_in(browser: Browser, stack: Stack, name: str, next_path: str) -> Page:
     """A new user signs in with the initial password; the form then asks for their own."""
-    # The https stack's certificate is self-signed.
+    # The https stack's certificate comes from the test's own CA, which Chromium does not know.
     page = browser.new_context(viewport={"width": 1400, "height": 900}, ignore_https_errors=True).new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{hub_url(stack)}/hub/login?next={quote(next_path, safe='')}")
@@ -359,95 +350,28 @@ def test_servers_ignore_configuration_and_extensions_from_the_home(stack, owner_
     assert docker("exec", stack.user_container(OWNER), "test", "-f", saved, check=False).returncode == 0
 
 
-def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
-    """A certificate for the hub's name and the wildcard below it, as an operator gets one."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("hub.localhost"), x509.DNSName("*.hub.localhost")]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = workdir / "cert.pem", workdir / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
-
-
-@contextmanager
-def tls_front(port: int, stack_port: int, cert_file: Path, key_file: Path) -> Iterator[None]:
-    """TLS on 127.0.0.1:port, passing the bytes on to the stack's plain-http port unchanged."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stack_reader, stack_writer = await asyncio.open_connection("127.0.0.1", stack_port)
-        await asyncio.gather(pipe(reader, stack_writer), pipe(stack_reader, writer))
-
-    # Its own event loop in its own thread: Playwright's sync API runs one in this thread.
-    loop = asyncio.new_event_loop()
-    listening = threading.Event()
-
-    def serve() -> None:
-        loop.run_until_complete(asyncio.start_server(connect, "127.0.0.1", port, ssl=context))
-        listening.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert listening.wait(timeout=10)
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def https_stack(tmp_path_factory) -> Iterator[Stack]:
+    """The edge serving https itself (DSHUB_TLS=files), a wildcard certificate for the users' hosts."""
     workdir = tmp_path_factory.mktemp("origins-https-stack", numbered=True)
-    port, tls_port = free_port(), free_port()
+    ca = OwnCa(workdir / "ca.pem")
+    ca.issue(workdir / "config" / "tls", ["hub.localhost", "*.hub.localhost"])
+    tls_port = free_port()
     # The lean image: this is about the cookies, not the IDEs.
     stack = Stack(
         workdir,
-        port=port,
+        https_port=tls_port,
+        ca_bundle=ca.path,
         overrides={
+            "DSHUB_TLS": "files",
             "DSHUB_USER_SUBDOMAINS": "true",
             "DSHUB_PUBLIC_URL": f"https://hub.localhost:{tls_port}",
             "DSHUB_USER_IMAGE": LAB_IMAGE,
         },
     )
-    with tls_front(tls_port, port, *self_signed_certificate(workdir)):
-        try:
-            stack.up()
-            assert stack.service_api("POST", f"/users/{OWNER}").status_code == 201
-            yield stack
-        finally:
-            stack.destroy()
+    with stack.running():
+        assert stack.service_api("POST", f"/users/{OWNER}").status_code == 201
+        yield stack
 
 
 def test_over_https_no_users_host_can_set_the_hubs_or_a_servers_cookies(browser, https_stack):

@@ -7,7 +7,7 @@ from tests.support.stack import Stack, docker, require_images, sweep_test_leftov
 def _engine_and_images():
     if docker("info", check=False).returncode:
         pytest.fail("no Docker engine answers: `make test` starts one (scripts/engine.sh)")
-    require_images("hub", "proxy", "netpolicy", "lab", "datascience")
+    require_images("hub", "proxy", "netpolicy", "quota", "lab", "datascience")
     sweep_test_leftovers()
     yield
     sweep_test_leftovers()

@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 import websocket
+from requests.adapters import HTTPAdapter
 
 
 class SignInRefused(AssertionError):
@@ -20,10 +21,44 @@ class KernelDied(RuntimeError):
     """The kernel went away while running the code (e.g. killed at the memory limit)."""
 
 
+class ServerNameAdapter(HTTPAdapter):
+    """https to 127.0.0.1, the certificate checked for the hub's name (SNI too).
+
+    The hub's public name (e.g. hub.dshub.test) is unknown to this machine's
+    resolver; the tests reach the edge on its published loopback port.
+    """
+
+    def __init__(self, server_name: str) -> None:
+        self.server_name = server_name
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(server_hostname=self.server_name, assert_hostname=self.server_name)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def edge_session(ca_bundle: str | None = None, server_name: str | None = None) -> requests.Session:
+    """A requests session for the edge; with ``ca_bundle``, https checked against it."""
+    session = requests.Session()
+    if ca_bundle:
+        session.verify = ca_bundle
+        # Else REQUESTS_CA_BUNDLE from the environment wins over session.verify.
+        session.trust_env = False
+    if server_name:
+        session.mount("https://", ServerNameAdapter(server_name))
+    return session
+
+
 class HubSession:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, ca_bundle: str | None = None, server_name: str | None = None) -> None:
+        """``ca_bundle``: the CA file an https edge's certificate is checked against, for ``server_name``."""
         self.base_url = base_url
-        self.http = requests.Session()
+        self.http = edge_session(ca_bundle, server_name)
+        # Calls with a token only, without the browser session's cookies.
+        self.bare = edge_session(ca_bundle, server_name)
+        self.sslopt = {"ca_certs": ca_bundle} if ca_bundle else {}
+        if server_name:
+            self.sslopt["server_hostname"] = server_name
         self.token: str | None = None
         self.name: str | None = None
 
@@ -54,7 +89,7 @@ class HubSession:
         self.token = made.json()["token"]
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return requests.request(
+        return self.bare.request(
             method,
             f"{self.base_url}/hub/api{path}",
             headers={"Authorization": f"token {self.token}"},
@@ -103,7 +138,7 @@ class HubSession:
         raise TimeoutError(f"server {self.name}/{server} did not stop")
 
     def server_get(self, path: str, server: str = "", **kwargs: Any) -> requests.Response:
-        return requests.get(
+        return self.bare.get(
             f"{self.base_url}{self._server_url(server)}{path}",
             headers={"Authorization": f"token {self.token}"},
             timeout=30,
@@ -114,7 +149,7 @@ class HubSession:
         return f"/user/{self.name}/{server}/" if server else f"/user/{self.name}/"
 
     def new_kernel(self, server: str = "") -> str:
-        resp = requests.post(
+        resp = self.bare.post(
             f"{self.base_url}{self._server_url(server)}api/kernels",
             headers={"Authorization": f"token {self.token}"},
             json={"name": "python3"},
@@ -140,21 +175,23 @@ class HubSession:
             f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false",
             header=[f"Cookie: {cookies}"],
             timeout=30,
+            sslopt=self.sslopt,
         )
 
     def kernel(self, kernel_id: str, server: str = "") -> Kernel:
-        ws_url = self.base_url.replace("http://", "ws://", 1)
+        ws_url = self.base_url.replace("http", "ws", 1)  # https: wss
         return Kernel(
             f"{ws_url}{self._server_url(server)}api/kernels/{kernel_id}/channels",
             headers=[f"Authorization: token {self.token}"],
+            sslopt=self.sslopt,
         )
 
 
 class Kernel:
     """A kernel's websocket (Jupyter messaging over JSON), opened through the proxy."""
 
-    def __init__(self, url: str, headers: list[str]) -> None:
-        self.ws = websocket.create_connection(url, header=headers, timeout=60)
+    def __init__(self, url: str, headers: list[str], sslopt: dict[str, str] | None = None) -> None:
+        self.ws = websocket.create_connection(url, header=headers, timeout=60, sslopt=sslopt or {})
         self.session = uuid.uuid4().hex
 
     def execute(self, code: str, timeout: float = 60) -> str:

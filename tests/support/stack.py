@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from spawner import settings as dshub_settings
-from tests.support.hub import HubSession
+from tests.support.hub import HubSession, edge_session
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PREFIX = "dshubt-"
@@ -147,6 +147,10 @@ class Stack:
     profiles: str | None = None
     project: str = field(default_factory=lambda: f"{TEST_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    # With DSHUB_TLS on: the CA file the edge's certificate is checked against. A
+    # self-signed stack's own certificate is fetched at `up` when this is None.
+    ca_bundle: Path | None = None
     _admin_password: str | None = field(default=None, init=False, repr=False)
     _service_token: str | None = field(default=None, init=False, repr=False)
     # The development identity provider's URL for the browser (dev_oidc_stack only).
@@ -162,12 +166,32 @@ class Stack:
         env = {**self._base_env(), **self.overrides}
         self.settings = dshub_settings.load(env)
         self.settings_file.write_text(dshub_settings.render(None, env))
-        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Where tests reach the hub: the edge's published port on 127.0.0.1."""
+        if self.settings.tls == "off":
+            return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def server_name(self) -> str | None:
+        """With TLS on: the name the edge's certificate is for (the host of DSHUB_PUBLIC_URL)."""
+        return None if self.settings.tls == "off" else urlsplit(self.settings.public_url).hostname
+
+    def session(self) -> HubSession:
+        """A person's session with this stack's hub."""
+        return HubSession(self.url, str(self.ca_bundle) if self.ca_bundle else None, self.server_name)
+
+    def edge_http(self) -> requests.Session:
+        """requests to the edge, https checked as a browser here would."""
+        return edge_session(str(self.ca_bundle) if self.ca_bundle else None, self.server_name)
 
     def _base_env(self) -> dict[str, str]:
         return {
             "DSHUB_PROJECT": self.project,
             "DSHUB_HTTP_PORT": str(self.port),
+            "DSHUB_HTTPS_PORT": str(self.https_port),
             "DSHUB_POOL_DIR": str(self.pool),
             "DSHUB_CONFIG_DIR": str(self.config_dir),
         }
@@ -201,6 +225,10 @@ class Stack:
 
     def up(self) -> None:
         self.compose("up", "-d", "--wait")
+        if self.settings.tls == "self-signed" and self.ca_bundle is None:
+            self.ca_bundle = self.workdir / "self-signed.pem"
+            served = self.hub_exec("sh", "-c", 'cat "$(ls -t /srv/dshub/tls/cert-*.pem | head -1)"')
+            self.ca_bundle.write_text(served.stdout)
         self.wait_healthy()
 
     def reconfigure(self, **overrides: str) -> None:
@@ -221,7 +249,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                health = requests.get(f"{self.url}/hub/health", headers=self.hub_host(), timeout=3)
+                health = self.edge_http().get(f"{self.url}/hub/health", headers=self.hub_host(), timeout=3)
                 if health.status_code == 200:
                     return
             except requests.ConnectionError:
@@ -243,7 +271,7 @@ class Stack:
         """The hub API as the roster service (admin of users, groups and servers), through the edge."""
         if self._service_token is None:
             self._service_token = self.hub_exec("cat", "/srv/dshub/data/secrets/roster-token").stdout.strip()
-        return requests.request(
+        return self.edge_http().request(
             method,
             f"{self.url}/hub/api{path}",
             headers={"Authorization": f"token {self._service_token}", **self.hub_host()},
@@ -273,20 +301,20 @@ class Stack:
         if self._admin_password is None:
             admin = self.settings.admin_users[0]
             chosen = f"{admin}-{uuid.uuid4().hex[:12]}"
-            HubSession(self.url).sign_in(admin, self.initial_password(admin), new_password=chosen)
+            self.session().sign_in(admin, self.initial_password(admin), new_password=chosen)
             self._admin_password = chosen
         return self._admin_password
 
     def sign_up(self, name: str, password: str) -> HubSession:
         """The admin adds the user; the user's first sign-in with the initial password sets theirs."""
-        admin = HubSession(self.url)
+        admin = self.session()
         admin.sign_in(self.settings.admin_users[0], self.admin_password())
         assert admin.api("POST", f"/users/{name}").status_code == 201
         return self.first_sign_in(name, password)
 
     def first_sign_in(self, name: str, password: str) -> HubSession:
         """A new user's first sign-in: the one-time initial password, then their own."""
-        person = HubSession(self.url)
+        person = self.session()
         person.sign_in(name, self.initial_password(name), new_password=password)
         return person
 

@@ -1,0 +1,182 @@
+"""DSHUB_TLS=acme against a real ACME server: Debian's pebble (compose/dev-acme.yaml).
+
+Traefik orders the hub's certificate from pebble, which checks the name over
+HTTP-01 on the edge's own http port (it resolves hub.dshub.test to the edge on a
+network of the test, as public DNS would). Chromium, whose profile trusts the
+CA pebble signs with (put there with NSS's certutil, as an operator's browser
+trusts Let's Encrypt's root), signs in, starts a server and runs a cell in Lab
+over https and wss. `make renew-certificates` then orders a new certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+from cryptography import x509
+from playwright.sync_api import Browser, Page, expect
+
+from tests.e2e.conftest import CHROMIUM_ARGS, run_until_shown, screenshot
+from tests.support.certs import OwnCa, served_certificate
+from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
+
+pytestmark = pytest.mark.e2e
+
+HOST = "hub.dshub.test"
+NAME = "ada"
+PASSWORD = "ada-over-https"
+
+
+@pytest.fixture(scope="module")
+def acme_stack(tmp_path_factory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("acme-stack", numbered=True)
+    # pebble's own https (its ACME directory) is signed by a CA of the test's.
+    listener_ca = OwnCa(workdir / "pebble-listener-ca.pem", "pebble listener CA")
+    certs = workdir / "pebble"
+    listener_ca.issue(certs, ["pebble", "127.0.0.1"], cert_name="cert.pem", key_name="key.pem")
+    # pebble runs unprivileged; this key guards nothing but the test's own server.
+    certs.chmod(0o755)
+    (certs / "key.pem").chmod(0o644)
+    https_port, pebble_port = free_port(), free_port()
+    stack = Stack(
+        workdir,
+        https_port=https_port,
+        overrides={
+            "DSHUB_TLS": "acme",
+            "DSHUB_PUBLIC_URL": f"https://{HOST}:{https_port}",
+            "DSHUB_ACME_CA_SERVER": "https://pebble:14000/dir",
+            "DSHUB_ACME_CA_CERTIFICATE": str(listener_ca.path),
+            "DSHUB_ACME_EMAIL": "ops@dshub.test",
+            "DSHUB_USER_IMAGE": LAB_IMAGE,
+        },
+        extra_files=("dev-acme.yaml",),
+        extra_env={
+            "dshub_pebble_certs": str(certs),
+            "dshub_acme_host": HOST,
+            "dshub_pebble_port": str(pebble_port),
+        },
+    )
+    try:
+        stack.compose("up", "-d", "--wait")
+        # The root pebble issues under is made at its start: the browser and the
+        # test's own calls trust it, nothing else.
+        root = requests.get(
+            f"https://127.0.0.1:{pebble_port}/roots/0", verify=str(listener_ca.path), timeout=10
+        )
+        root.raise_for_status()
+        stack.ca_bundle = workdir / "pebble-root.pem"
+        stack.ca_bundle.write_text(root.text)
+        # Healthy over https for HOST only once the certificate is issued and served.
+        stack.wait_healthy(timeout=180)
+        assert stack.service_api("POST", f"/users/{NAME}").status_code == 201
+        yield stack
+    finally:
+        stack.destroy()
+
+
+def acme_state(stack: Stack) -> dict:
+    (proxy,) = stack.containers("proxy")
+    return json.loads(docker("exec", proxy, "cat", "/srv/dshub/acme/acme.json").stdout)
+
+
+def test_certificate_is_issued_by_the_acme_server_and_kept(acme_stack):
+    served = served_certificate(acme_stack.https_port, acme_stack.ca_bundle, HOST)
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [HOST]
+    assert "Pebble" in served.issuer.rfc4514_string()
+    # Kept in the acme volume with the account, for the next start.
+    stored = acme_state(acme_stack)["acme"]
+    assert stored["Account"]["Email"] == "ops@dshub.test"
+    assert [c["domain"]["main"] for c in stored["Certificates"]] == [HOST]
+    # Plain http: only a redirect to the https name.
+    plain = requests.get(f"http://127.0.0.1:{acme_stack.port}/hub/", allow_redirects=False, timeout=10)
+    assert plain.headers["Location"] == f"https://127.0.0.1:{acme_stack.https_port}/hub/"
+    # HSTS with a certificate browsers trust.
+    page = acme_stack.edge_http().get(f"{acme_stack.url}/hub/login", timeout=10)
+    assert page.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+@pytest.fixture
+def trusting_browser(browser: Browser, acme_stack: Stack, tmp_path: Path) -> Iterator[Browser]:
+    """Chromium with a profile whose NSS store trusts pebble's root, and HOST at 127.0.0.1."""
+    home = tmp_path / "home"
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    certutil = shutil.which("certutil")
+    assert certutil, "certutil is missing: `make test` installs it (scripts/browser.sh)"
+    subprocess.run([certutil, "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    subprocess.run(
+        [certutil, "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "pebble", "-i", str(acme_stack.ca_bundle)],
+        check=True,
+    )
+    trusting = browser.browser_type.launch(
+        executable_path=shutil.which("chromium"),
+        args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"],
+        env={**os.environ, "HOME": str(home)},
+    )
+    try:
+        yield trusting
+    finally:
+        trusting.close()
+
+
+def sign_in(browser: Browser, stack: Stack) -> Page:
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"https://{HOST}:{stack.https_port}/hub/login?next={quote('/hub/spawn', safe='')}")
+    initial = stack.initial_password(NAME)
+    page.get_by_label("Username").fill(NAME)
+    page.locator("#password_input").fill(initial)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#new_password_input").fill(PASSWORD)
+    page.locator("#password_input").fill(initial)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
+def run_a_cell(page: Page, code: str, result: str) -> None:
+    page.locator(".jp-LauncherCard", has_text="Python 3").first.click()
+    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").last).to_be_visible(
+        timeout=120_000
+    )
+    cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell .cm-content").first
+    cell.click()
+    page.keyboard.type(code)
+    run_until_shown(
+        page, cell, page.locator(".jp-NotebookPanel:visible .jp-Notebook").get_by_text(result, exact=True)
+    )
+
+
+def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_browser):
+    page = sign_in(trusting_browser, acme_stack)
+    page.wait_for_url(f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab**", timeout=180_000)
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
+    # The kernel's websocket over wss, through the edge, with a certificate the browser trusts.
+    run_a_cell(page, "6 * 7", "42")
+    screenshot(page, "lab-over-https")
+    before = served_certificate(acme_stack.https_port, acme_stack.ca_bundle, HOST)
+
+    # make renew-certificates, step by step with the test's settings.
+    acme_stack.compose("stop", "proxy")
+    forget = acme_stack.compose(
+        "run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", "edge-init",
+        "-m", "spawner.edge", "forget-certificates",
+    )  # fmt: skip
+    assert "dropped 1 certificate(s)" in forget.stdout
+    acme_stack.compose("up", "-d", "--wait")
+    acme_stack.wait_healthy(timeout=180)
+    after = served_certificate(acme_stack.https_port, acme_stack.ca_bundle, HOST)
+    assert after.serial_number != before.serial_number
+    assert acme_state(acme_stack)["acme"]["Account"]["Email"] == "ops@dshub.test"
+
+    # The same browser goes on working on the new certificate (a fresh workspace: the launcher).
+    page.goto(f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab?reset")
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
+    run_a_cell(page, "7 * 6 + 1", "43")

@@ -1,0 +1,231 @@
+"""The edge's settings and configuration (DSHUB_TLS): what each mode writes for Traefik."""
+
+import datetime
+import json
+import os
+
+import pytest
+from cryptography import x509
+
+from spawner import edge
+from spawner import settings as s
+from spawner.localauth import browser_address
+
+pytestmark = pytest.mark.unit
+
+
+def load(**values: str) -> s.Settings:
+    return s.load(values)
+
+
+def refusal(**values: str) -> str:
+    with pytest.raises(s.SettingsError) as error:
+        s.load(values)
+    return str(error.value)
+
+
+# -- which combinations are allowed ------------------------------------------------
+
+
+def test_plain_http_on_a_network_address_is_refused_with_the_ways_out():
+    message = refusal(DSHUB_BIND_ADDRESS="192.0.2.10")
+    assert "DSHUB_TLS=off serves plain http" in message
+    assert "DSHUB_TLS=acme" in message and "DSHUB_TRUSTED_PROXIES" in message
+
+
+def test_plain_http_behind_a_named_terminator_needs_its_https_url():
+    assert "https URL it serves" in refusal(
+        DSHUB_BIND_ADDRESS="192.0.2.10", DSHUB_TRUSTED_PROXIES="192.0.2.1"
+    )
+    loaded = load(
+        DSHUB_BIND_ADDRESS="192.0.2.10",
+        DSHUB_TRUSTED_PROXIES="192.0.2.1, 10.0.0.0/8",
+        DSHUB_PUBLIC_URL="https://hub.example.edu",
+    )
+    assert loaded.trusted_proxies == ("192.0.2.1/32", "10.0.0.0/8")
+
+
+@pytest.mark.parametrize("raw", ["0.0.0.0/0", "::/0", "10.0.0.300", "hub.example.edu"])
+def test_trusted_proxies_are_addresses_never_everyone(raw):
+    assert "DSHUB_TRUSTED_PROXIES" in refusal(DSHUB_TRUSTED_PROXIES=raw)
+
+
+def test_every_address_needs_the_public_url():
+    assert "set DSHUB_PUBLIC_URL" in refusal(DSHUB_BIND_ADDRESS="0.0.0.0", DSHUB_TLS="self-signed")  # noqa: S104
+
+
+def test_https_modes_derive_an_https_public_url():
+    assert load(DSHUB_TLS="self-signed").public_url == "https://127.0.0.1:8443"
+    assert load(DSHUB_TLS="self-signed", DSHUB_HTTPS_PORT="443").public_url == "https://127.0.0.1"
+    assert load(DSHUB_TLS="self-signed", DSHUB_BIND_ADDRESS="::1").public_url == "https://[::1]:8443"
+    assert "must start with https://" in refusal(DSHUB_TLS="files", DSHUB_PUBLIC_URL="http://hub.example.edu")
+
+
+def test_acme_needs_a_dns_name_and_no_per_user_hosts():
+    assert "DNS name" in refusal(DSHUB_TLS="acme")
+    assert "DNS name" in refusal(DSHUB_TLS="acme", DSHUB_PUBLIC_URL="https://192.0.2.10")
+    message = refusal(
+        DSHUB_TLS="acme", DSHUB_PUBLIC_URL="https://hub.example.edu", DSHUB_USER_SUBDOMAINS="true"
+    )
+    assert "wildcard certificate" in message
+
+
+def test_mode_settings_given_for_another_mode_are_refused():
+    message = refusal(DSHUB_ACME_EMAIL="ops@example.edu", DSHUB_TLS="self-signed")
+    assert "DSHUB_ACME_EMAIL only apply to DSHUB_TLS=acme" in message
+    assert "only apply to DSHUB_TLS=files" in refusal(DSHUB_TLS_CERT_FILE="x.pem")
+
+
+@pytest.mark.parametrize(
+    "raw", ["/etc/ssl/key.pem", "../key.pem", "tls/../../key.pem", "a b.pem", "k'ey.pem"]
+)
+def test_certificate_files_stay_inside_the_config_dir(raw):
+    assert "DSHUB_TLS_CERT_FILE" in refusal(DSHUB_TLS="files", DSHUB_TLS_CERT_FILE=raw)
+
+
+def test_files_mode_without_the_files_stops_the_render(tmp_path):
+    with pytest.raises(s.SettingsError, match="missing in DSHUB_CONFIG_DIR"):
+        s.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
+
+
+# -- what Traefik gets ---------------------------------------------------------------
+
+
+def test_off_is_one_plain_entry_point_that_replaces_forwarded_headers():
+    config = edge.static_config(load())
+    assert set(config["entryPoints"]) == {"http", "auth_api", "metrics"}
+    assert "forwardedHeaders" not in config["entryPoints"]["http"]
+    assert edge.web_entrypoint(load()) == "http"
+
+
+def test_https_modes_redirect_plain_http_to_the_published_https_port():
+    settings = load(DSHUB_TLS="self-signed", DSHUB_HTTPS_PORT="443")
+    config = edge.static_config(settings)
+    redirect = config["entryPoints"]["http"]["http"]["redirections"]["entryPoint"]
+    assert redirect == {"to": ":443", "scheme": "https", "permanent": True}
+    https = config["entryPoints"]["https"]
+    assert https["http"]["middlewares"] == ["dshub-security-headers@file"]
+    assert "certificatesResolvers" not in config
+    assert edge.web_entrypoint(settings) == "https"
+
+
+def test_acme_resolver_with_its_challenge_and_directory():
+    settings = load(
+        DSHUB_TLS="acme",
+        DSHUB_PUBLIC_URL="https://hub.example.edu",
+        DSHUB_ACME_CHALLENGE="tls",
+        DSHUB_ACME_CA_SERVER="https://acme.example.edu/directory",
+        DSHUB_ACME_EMAIL="ops@example.edu",
+    )
+    config = edge.static_config(settings)
+    assert config["entryPoints"]["https"]["http"]["tls"] == {
+        "certResolver": "acme",
+        "domains": [{"main": "hub.example.edu"}],
+    }
+    acme = config["certificatesResolvers"]["acme"]["acme"]
+    assert acme["caServer"] == "https://acme.example.edu/directory"
+    assert acme["tlsChallenge"] == {} and "httpChallenge" not in acme
+    assert acme["email"] == "ops@example.edu"
+    assert acme["storage"] == "/srv/dshub/acme/acme.json"
+
+
+def test_trusted_terminator_on_both_entry_points():
+    settings = load(
+        DSHUB_TLS="self-signed", DSHUB_TRUSTED_PROXIES="10.1.2.3", DSHUB_PUBLIC_URL="https://hub.example.edu"
+    )
+    entry_points = edge.static_config(settings)["entryPoints"]
+    for name in ("http", "https"):
+        assert entry_points[name]["forwardedHeaders"] == {"trustedIPs": ["10.1.2.3/32"]}
+
+
+def test_no_hsts_with_a_self_signed_certificate():
+    def headers(**values: str) -> dict:
+        return edge.edge_rules(load(**values), None)["http"]["middlewares"]["dshub-security-headers"][
+            "headers"
+        ]
+
+    assert "stsSeconds" not in headers(DSHUB_TLS="self-signed")
+    with_files = headers(DSHUB_TLS="files", DSHUB_HSTS_SECONDS="600")
+    assert with_files["stsSeconds"] == 600 and with_files["contentTypeNosniff"]
+    assert "stsSeconds" not in headers(DSHUB_TLS="files", DSHUB_HSTS_SECONDS="0")
+
+
+# -- certificates ------------------------------------------------------------------
+
+
+def test_self_signed_certificate_is_made_once_for_the_hosts(tmp_path):
+    settings = load(
+        DSHUB_TLS="self-signed", DSHUB_PUBLIC_URL="https://hub.example.edu", DSHUB_USER_SUBDOMAINS="true"
+    )
+    cert, key = edge.ensure_self_signed(settings, tmp_path)
+    leaf = edge.check_pair(cert.read_bytes(), key.read_bytes())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["hub.example.edu", "*.hub.example.edu"]
+    assert oct(key.stat().st_mode & 0o777) == "0o400"
+    assert edge.ensure_self_signed(settings, tmp_path) == (cert, key)
+    # Another host: a new certificate.
+    other = load(DSHUB_TLS="self-signed", DSHUB_PUBLIC_URL="https://lab.example.edu")
+    assert edge.ensure_self_signed(other, tmp_path) != (cert, key)
+
+
+def test_self_signed_certificate_for_an_address():
+    cert_pem, _ = edge.make_self_signed(["127.0.0.1"])
+    leaf = x509.load_pem_x509_certificate(cert_pem)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc > datetime.timedelta(days=800)
+
+
+def test_operator_pair_checked_before_it_is_served(tmp_path):
+    settings = load(DSHUB_TLS="files", DSHUB_PUBLIC_URL="https://hub.example.edu")
+    config, served = tmp_path / "config", tmp_path / "tls"
+    (config / "tls").mkdir(parents=True)
+    cert_pem, key_pem = edge.make_self_signed(["hub.example.edu"])
+    (config / "tls" / "fullchain.pem").write_bytes(cert_pem)
+    (config / "tls" / "privkey.pem").write_bytes(edge.make_self_signed(["hub.example.edu"])[1])
+    with pytest.raises(edge.CertificateError, match="not the key of the certificate"):
+        edge.install_operator_files(settings, config, served)
+    assert not served.exists()
+    (config / "tls" / "privkey.pem").write_bytes(key_pem)
+    first, changed = edge.install_operator_files(settings, config, served)
+    assert changed and first[0].read_bytes() == cert_pem
+    assert edge.install_operator_files(settings, config, served) == (first, False)
+    # A renewed pair gets new names (Traefik reloads only a changed configuration); the
+    # previous pair stays for a reload that is still reading it.
+    renewed = edge.make_self_signed(["hub.example.edu"])
+    (config / "tls" / "fullchain.pem").write_bytes(renewed[0])
+    (config / "tls" / "privkey.pem").write_bytes(renewed[1])
+    os.utime(first[0], (1, 1))
+    second, changed = edge.install_operator_files(settings, config, served)
+    assert changed and second != first and edge.served_pair(served) == second
+    assert sorted(p.name for p in served.glob("*.pem")) == sorted(p.name for p in (*first, *second))
+    rules = edge.edge_rules(settings, second)
+    assert rules["tls"]["stores"]["default"]["defaultCertificate"]["certFile"] == str(second[0])
+
+
+def test_forgetting_acme_certificates_keeps_the_account(tmp_path):
+    storage = tmp_path / "acme.json"
+    storage.write_text(
+        json.dumps({"acme": {"Account": {"Email": "a@b.cd"}, "Certificates": [{"domain": {}}]}})
+    )
+    storage.chmod(0o600)
+    assert edge.forget_certificates(storage) == 1
+    state = json.loads(storage.read_text())
+    assert state["acme"] == {"Account": {"Email": "a@b.cd"}, "Certificates": []}
+    assert oct(storage.stat().st_mode & 0o777) == "0o600"
+
+
+# -- the browser's address behind a terminator ----------------------------------------
+
+EDGE = frozenset({"172.20.0.2"})
+
+
+def test_browser_address_skips_trusted_terminators():
+    # Straight from the edge: the address Traefik wrote.
+    assert browser_address("172.20.0.2", "198.51.100.7", EDGE, ()) == "198.51.100.7"
+    # Behind a terminator: its own address is skipped, a forged first hop is not believed.
+    forwarded = "6.6.6.6, 198.51.100.7, 10.0.0.5"
+    assert browser_address("172.20.0.2", forwarded, EDGE, ("10.0.0.0/24",)) == "198.51.100.7"
+    # A peer that is not the edge: its own address, whatever it claims.
+    assert browser_address("172.20.0.9", "198.51.100.7", EDGE, ("10.0.0.0/24",)) == "172.20.0.9"
+    assert browser_address("172.20.0.2", "garbage", EDGE, ()) == "172.20.0.2"
