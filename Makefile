@@ -18,7 +18,7 @@ HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates
+.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates upgrade upgrade-stack
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -116,6 +116,14 @@ restore: settings ## restore a backup onto fresh volumes and an empty pool: make
 	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$$FILE" config/profiles.yaml >/dev/null 2>&1; then \
 	  tar -xzf "$$FILE" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
 	$(COMPOSE) up -d --wait
+
+upgrade: engine ## back up the hub's state, fetch the new version (git pull; NO_FETCH=1: skip), rebuild, migrate, replace the hub; users keep working
+	@if [ -z "$${NO_FETCH:-}" ]; then git pull --ff-only; fi
+	$(MAKE) upgrade-stack
+
+# The second half of `make upgrade`, in a new make: the fetched Makefile, version and settings.
+upgrade-stack: build
+	@$(LOAD_SETTINGS); $(PY) -m spawner.upgrade --backups backups --project "$$DSHUB_PROJECT" -- $(COMPOSE)
 
 renew-certificates: settings ## DSHUB_TLS=acme: order new certificates now (the proxy restarts: open connections reconnect)
 	$(COMPOSE) stop proxy

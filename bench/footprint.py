@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from bench.common import stack as bench_stack
+from spawner.edge import PROXY_IMAGE
 from spawner.settings import VERSION
 from tests.support.hub import HubSession
 from tests.support.stack import docker
@@ -69,4 +70,5 @@ def measure_image(image: str, users: int) -> list[Sample]:
 
 
 def image_mib(image: str) -> float:
-    return int(docker("image", "inspect", "--format", "{{.Size}}", f"dshub/{image}:{VERSION}").stdout) / 2**20
+    ref = PROXY_IMAGE if image == "proxy" else f"dshub/{image}:{VERSION}"
+    return int(docker("image", "inspect", "--format", "{{.Size}}", ref).stdout) / 2**20

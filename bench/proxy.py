@@ -34,6 +34,7 @@ from bench.common import (
     wait_until,
 )
 from bench.reference import Reference
+from spawner.edge import PROXY_IMAGE
 from spawner.settings import VERSION
 from tests.support.hub import HubSession
 from tests.support.stack import docker
@@ -88,7 +89,7 @@ def side_containers(networks: list[str]) -> Iterator[str]:
     backend_config = f"{HERE / 'wrk' / 'backend.yaml'}:/srv/dshub/edge/traefik.yaml:ro"
     try:
         for name, args in (
-            (BACKEND, ["-v", backend_config, f"dshub/proxy:{VERSION}"]),
+            (BACKEND, ["-v", backend_config, PROXY_IMAGE]),
             ("wrk", [f"dshub/bench-wrk:{VERSION}"]),
         ):
             docker(

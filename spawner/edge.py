@@ -60,6 +60,9 @@ ACME_DIR = Path("/srv/dshub/acme")  # volume: Traefik's ACME account and certifi
 ACME_STORAGE = ACME_DIR / "acme.json"
 # In the directory Traefik watches, beside the hub's routes.
 TLS_RULES_FILE = Path(RULES_FILE).parent / "dshub-tls.yaml"
+TRAEFIK_VERSION = "3.7.15"
+# As compose/compose.yaml names it (a unit test holds the two together).
+PROXY_IMAGE = f"dshub/proxy:traefik-{TRAEFIK_VERSION}"
 # Traefik's user in its image (images/proxy/Dockerfile).
 PROXY_UID = 65534
 HTTP_ENTRYPOINT = "http"
@@ -151,6 +154,12 @@ def _request_headers() -> dict[str, str]:
     checks or sets under the real name. Browsers never send them.
     """
     return {"aliasHeadersStrategy": "delete"}
+
+
+def static_config_digest(settings: dshub_settings.Settings) -> str:
+    """Changes exactly when Traefik's static configuration does (a label of the proxy's container)."""
+    text = json.dumps(static_config(settings), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def edge_rules(settings: dshub_settings.Settings, certificate: tuple[Path, Path] | None) -> dict[str, Any]:

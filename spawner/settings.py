@@ -1064,7 +1064,12 @@ def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
     # Compose reads its profiles from this file too: DSHUB_MONITORING and
     # DSHUB_DISK_QUOTA_ENFORCE decide, nothing else.
     profiles = ["monitoring"] * settings.monitoring + ["quota"] * (settings.disk_quota_enforce == "project")
-    return lines + f"COMPOSE_PROFILES={','.join(profiles)}\n"
+    lines += f"COMPOSE_PROFILES={','.join(profiles)}\n"
+    # Read by compose/compose.yaml (lowercase: not a setting): a new static
+    # configuration for Traefik replaces its container at the next `make up`.
+    from .edge import static_config_digest
+
+    return lines + f"dshub_edge_digest={static_config_digest(settings)}\n"
 
 
 def _check_tls_files(settings: Settings) -> None:

@@ -183,7 +183,11 @@ def test_user_servers_survive_a_hub_restart(stack, running):
 
 def test_traefik_api_is_private_and_password_protected(stack):
     ports = docker("port", stack.containers("proxy")[0]).stdout.split("\n")
-    assert [p for p in ports if p] == [f"8000/tcp -> 127.0.0.1:{stack.port}"]
+    # http and https only (with DSHUB_TLS=off nothing listens behind the second).
+    assert sorted(p for p in ports if p) == [
+        f"8000/tcp -> 127.0.0.1:{stack.port}",
+        f"8443/tcp -> 127.0.0.1:{stack.https_port}",
+    ]
     # From the hub, over the project's network: the API answers only with the password.
     probe = (
         "import urllib.request, urllib.error\n"

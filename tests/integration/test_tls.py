@@ -5,6 +5,7 @@ ACME is tested against a real ACME server in tests/e2e/test_acme.py.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -90,3 +91,36 @@ def _wait_for(condition, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {timeout}s")
         time.sleep(1)
+
+
+def test_a_named_terminator_is_believed_for_the_browsers_address(tmp_path):
+    stack = Stack(tmp_path, {"DSHUB_TLS": "self-signed"})
+    with stack.running():
+        # The test stands in for a TLS terminator: its connections reach Traefik from
+        # the gateway of the proxy's network (the engine's port forwarder).
+        (proxy,) = stack.containers("proxy")
+        gateways = docker(
+            "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.Gateway}} {{end}}", proxy
+        ).stdout.split()
+        stack.render(DSHUB_TRUSTED_PROXIES=",".join(gateways))
+        stack.up()
+        # A new static configuration for Traefik replaced its container.
+        assert stack.containers("proxy") != [proxy]
+
+        def refused_sign_in(claimed_address: str, name: str) -> str:
+            http = stack.edge_http()
+            claimed = {"X-Forwarded-For": claimed_address}
+            page = http.get(f"{stack.url}/hub/login", headers=claimed, timeout=30)
+            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+            form = {"username": name, "password": "x", "_xsrf": xsrf}
+            answer = http.post(f"{stack.url}/hub/login", data=form, headers=claimed, timeout=30)
+            assert answer.status_code == 403, answer.status_code
+            return answer.text
+
+        # 20 failures from one browser behind the terminator: that browser is throttled...
+        for i in range(20):
+            assert "Too many failed sign-ins" not in refused_sign_in("198.51.100.7", f"nobody{i}")
+            time.sleep(0.15)  # under the edge's rate limit: this is about the hub's throttle
+        assert "Too many failed sign-ins" in refused_sign_in("198.51.100.7", "nobody-else")
+        # ...and another browser behind the same terminator is not.
+        assert "Too many failed sign-ins" not in refused_sign_in("198.51.100.8", "somebody")

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from spawner import settings as dshub_settings
+from spawner.edge import PROXY_IMAGE
 from tests.support.hub import HubSession, edge_session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,11 +88,8 @@ def compose(
 
 
 def require_images(*names: str) -> None:
-    missing = [
-        n
-        for n in names
-        if docker("image", "inspect", f"dshub/{n}:{dshub_settings.VERSION}", check=False).returncode
-    ]
+    refs = {n: PROXY_IMAGE if n == "proxy" else f"dshub/{n}:{dshub_settings.VERSION}" for n in names}
+    missing = [n for n, ref in refs.items() if docker("image", "inspect", ref, check=False).returncode]
     if missing:
         raise RuntimeError(
             f"image(s) {', '.join(missing)} missing: run `make build build-dev` (make test does)"
@@ -233,11 +231,15 @@ class Stack:
 
     def reconfigure(self, **overrides: str) -> None:
         """Change settings and run `compose up` again, as `make up` after editing .env does."""
+        self.render(**overrides)
+        self.up()
+
+    def render(self, **overrides: str) -> None:
+        """Change settings and render them, as `make settings` after editing .env does."""
         self.overrides.update(overrides)
         env = {**self._base_env(), **self.overrides}
         self.settings = dshub_settings.load(env)
         self.settings_file.write_text(dshub_settings.render(None, env))
-        self.up()
 
     def recreate(self) -> None:
         """Down with the hub's volumes (database, passwords, secrets), then up again; the pool stays."""

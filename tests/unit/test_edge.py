@@ -3,8 +3,10 @@
 import datetime
 import json
 import os
+from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 
 from spawner import edge
@@ -12,6 +14,7 @@ from spawner import settings as s
 from spawner.localauth import browser_address
 
 pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load(**values: str) -> s.Settings:
@@ -96,6 +99,13 @@ def test_off_is_one_plain_entry_point_that_replaces_forwarded_headers():
     assert set(config["entryPoints"]) == {"http", "auth_api", "metrics"}
     assert "forwardedHeaders" not in config["entryPoints"]["http"]
     assert edge.web_entrypoint(load()) == "http"
+
+
+@pytest.mark.parametrize("tls", s.TLS_MODES)
+def test_every_entry_point_drops_headers_with_aliasing_names(tls):
+    public = {"DSHUB_PUBLIC_URL": "https://hub.example.edu"} if tls == "acme" else {}
+    for entry_point in edge.static_config(load(DSHUB_TLS=tls, **public))["entryPoints"].values():
+        assert entry_point["http"]["aliasHeadersStrategy"] == "delete"
 
 
 def test_https_modes_redirect_plain_http_to_the_published_https_port():
@@ -229,3 +239,18 @@ def test_browser_address_skips_trusted_terminators():
     # A peer that is not the edge: its own address, whatever it claims.
     assert browser_address("172.20.0.9", "198.51.100.7", EDGE, ("10.0.0.0/24",)) == "172.20.0.9"
     assert browser_address("172.20.0.2", "garbage", EDGE, ()) == "172.20.0.2"
+
+
+def test_proxy_image_is_named_after_the_traefik_it_holds():
+    compose = yaml.safe_load((REPO / "compose" / "compose.yaml").read_text())
+    proxy = compose["services"]["proxy"]
+    assert proxy["image"] == edge.PROXY_IMAGE
+    assert proxy["build"]["args"]["TRAEFIK_BIN_VERSION"] == edge.TRAEFIK_VERSION
+
+
+def test_a_new_static_configuration_changes_the_proxys_label():
+    before = edge.static_config_digest(load())
+    assert edge.static_config_digest(load()) == before
+    assert edge.static_config_digest(load(DSHUB_TLS="self-signed")) != before
+    rendered = s.render(None, {})
+    assert f"dshub_edge_digest={before}\n" in rendered
