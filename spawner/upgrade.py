@@ -4,8 +4,9 @@ Runs on the host, after `make build` made the new images, with the compose
 command line that `make` uses. The order is what keeps sessions alive:
 
 1. back up the hub's state (database, passwords, secrets, profiles; not the
-   pool, which an upgrade does not touch) with the *running* version, into
-   ``backups/<project>-pre-upgrade-<date>.tar.gz`` (0600);
+   pool, which an upgrade does not touch) with the running hub (a stopped one:
+   with the new image), into ``backups/<project>-pre-upgrade-<date>.tar.gz``
+   (0600);
 2. stop the hub and migrate its database with the new image (JupyterHub's
    ``upgrade-db``, which also keeps a copy of the SQLite file beside it);
 3. ``compose up``: the new hub (and whatever else changed) starts.
@@ -45,15 +46,16 @@ def _hub_running(compose: list[str]) -> bool:
     return bool(_compose(compose, "ps", "-q", "--status", "running", "hub").stdout.strip())
 
 
-def back_up(compose: list[str], backups: Path, project: str) -> Path:
-    """The hub's state before the upgrade, made by the running version."""
+def back_up(compose: list[str], backups: Path, project: str, hub_running: bool) -> Path:
+    """The hub's state before the upgrade, made by the running hub (else by a one-off of the new image)."""
     backups.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     archive = backups / f"{project}-pre-upgrade-{stamp}.tar.gz"
     partial = archive.with_name(archive.name + ".part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        backup = ("exec", "-T", "hub", "python3", "-m", "spawner.backup", "create", "--no-pool")
+        where = ("exec", "-T", "hub") if hub_running else ("run", "--rm", "--no-deps", "-T", "hub")
+        backup = (*where, "python3", "-m", "spawner.backup", "create", "--no-pool")
         made = _compose(compose, *backup, stdout=out.fileno())
     if made.returncode:
         partial.unlink()
@@ -64,12 +66,11 @@ def back_up(compose: list[str], backups: Path, project: str) -> Path:
 
 def upgrade(compose: list[str], backups: Path, project: str) -> dict[str, float | str]:
     """Back up, migrate, replace; returns the backup's path and the seconds the hub was down."""
-    if not _hub_running(compose):
-        raise UpgradeError("the hub is not running: `make up` starts the new version (no upgrade needed)")
-    archive = back_up(compose, backups, project)
+    hub_running = _hub_running(compose)
+    archive = back_up(compose, backups, project, hub_running)
     print(f"dshub: backed up the hub's state to {archive}", flush=True)
     stopped = time.monotonic()
-    if _compose(compose, "stop", "hub", stdout=sys.stdout.fileno()).returncode:
+    if hub_running and _compose(compose, "stop", "hub", stdout=sys.stdout.fileno()).returncode:
         raise UpgradeError("could not stop the hub: nothing was changed")
     migrate = _compose(
         compose,

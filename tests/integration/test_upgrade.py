@@ -5,7 +5,8 @@ of a new checkout gives them), so everything but the proxy is replaced, as in a
 real upgrade that keeps Traefik's version. While the upgrade runs, the user's
 open kernel keeps executing code over its websocket and the hub's downtime is
 measured; afterwards the same kernel, the same VS Code connection and the same
-sign-in go on, and the user's next start takes the new image.
+sign-in go on, and the user's next start takes the new image. A database one
+schema revision behind (JupyterHub's own downgrade) is migrated by the upgrade.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from tests.support.stack import REPO, Stack, docker
 pytestmark = pytest.mark.integration
 
 NEXT = f"{VERSION}-next"
+# JupyterHub's own migration one step back, as the previous JupyterHub's schema.
+DOWNGRADE = """
+import subprocess
+from jupyterhub import dbutil
+with dbutil._temp_alembic_ini("sqlite:////srv/dshub/data/jupyterhub.sqlite") as ini:
+    subprocess.run(["alembic", "-c", ini, "downgrade", "-1"], check=True, capture_output=True)
+    current = subprocess.run(["alembic", "-c", ini, "current"], check=True, capture_output=True, text=True)
+print(current.stdout.split()[0])
+"""
 REPLACED = ("hub", "netpolicy", "datascience")
 
 
@@ -129,3 +139,28 @@ def test_upgrade_replaces_the_hub_while_a_user_keeps_working(tmp_path, next_vers
         ada.stop_server()
         ada.start_server()
         assert image_of(stack.user_container("ada")) == f"dshub/datascience:{next_version}"
+
+
+def test_upgrade_migrates_an_older_database(tmp_path):
+    """The hub's database one schema revision behind (as a previous JupyterHub left it) is migrated."""
+    (tmp_path / "stack").mkdir()
+    stack = Stack(tmp_path / "stack")
+    with stack.running():
+        ada = stack.sign_up("ada", "ada-upgrades-2")
+        # A hub of the previous version, stopped with its older schema (JupyterHub's own downgrade).
+        stack.compose("stop", "hub")
+        older = stack.compose("run", "--rm", "--no-deps", "-T", "hub", "python3", "-c", DOWNGRADE)
+        revision = older.stdout.strip().splitlines()[-1]
+
+        compose, env = stack.compose_invocation()
+        upgraded = subprocess.run(
+            [sys.executable, "-m", "spawner.upgrade", "--backups", str(tmp_path / "backups"),
+             "--project", stack.project, "--", *compose],
+            env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        assert f"Running upgrade {revision} ->" in upgraded.stdout + upgraded.stderr
+        stack.wait_healthy()
+        # Same users, same sign-in.
+        assert ada.api("GET", "/user").json()["name"] == "ada"
+        assert len(list((tmp_path / "backups").glob("*-pre-upgrade-*.tar.gz"))) == 1
