@@ -104,7 +104,7 @@ archive: settings ## off-board a user, keeping their files: make archive NAME=bo
 	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$$NAME"
 
 backup: settings ## hub state, secrets, profiles and the pool in backups/<project>-<date>.tar.gz, 0600 (NO_POOL=1: without the pool)
-	@$(LOAD_SETTINGS); mkdir -p backups; umask 077; \
+	@$(LOAD_SETTINGS); mkdir -p -m 700 backups; umask 077; \
 	archive="backups/$$DSHUB_PROJECT-$$(date -u +%Y%m%dT%H%M%SZ).tar.gz"; \
 	$(HUB_EXEC) python3 -m spawner.backup create $(if $(NO_POOL),--no-pool) > "$$archive.part"; \
 	mv "$$archive.part" "$$archive"; ls -l "$$archive"

@@ -32,12 +32,14 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Entries (files, folders, links) looked at in one folder's walk: about 2 s on a
 # warm cache, longer on a cold disk.
 SCAN_LIMIT = 1_000_000
+# Deeper folders are not counted (the figure says "at least"): one descriptor per level.
+MAX_DEPTH = 256
 WALKERS = 2
 # Written by the hub, read by the quota service: escaped folder name -> bytes (0: no limit).
 LIMITS_FILE = "limits.json"
@@ -45,11 +47,11 @@ LIMITS_FILE = "limits.json"
 
 @dataclass(frozen=True)
 class DiskUsage:
-    """Bytes a folder holds; ``complete`` False: the walk stopped at SCAN_LIMIT, at least this."""
+    """Bytes a folder holds; ``complete`` False: the walk stopped early, so at least this."""
 
     used: int
     complete: bool = True
-    # True: the filesystem's project quota holds the folder to its quota (and gave the figure).
+    # True: the filesystem's project quota holds the folder to its quota.
     enforced: bool = False
 
 
@@ -110,42 +112,72 @@ def size(value: int) -> str:
     return text.removesuffix(".0") + unit
 
 
+class _ScanLimit(Exception):
+    """More entries than a walk may count."""
+
+
 def tree_usage(dir_fd: int, limit: int = SCAN_LIMIT) -> DiskUsage:
     """Bytes on disk under an open directory, links never followed, at most ``limit`` entries.
 
     Folders are opened relative to their parent with O_NOFOLLOW: a folder the user
-    swaps for a link while it is walked is skipped, never entered.
+    swaps for a link while it is walked is skipped, never entered. One folder per
+    level is open at a time (the names of the others wait), so a user's tree costs
+    the hub at most MAX_DEPTH file descriptors however wide it is; a folder that
+    cannot be entered, or a tree deeper than that, makes the figure "at least".
     """
     total = os.fstat(dir_fd).st_blocks * 512
     seen = 0
-    stack = [os.dup(dir_fd)]
+    complete = True
+
+    def scan(fd: int) -> list[str]:
+        """Count a folder's entries; the names of its subfolders, to enter later."""
+        nonlocal total, seen, complete
+        folders = []
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > limit:
+                        raise _ScanLimit
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # gone while we walked
+                    total += st.st_blocks * 512
+                    if stat.S_ISDIR(st.st_mode):
+                        folders.append(entry.name)
+        except OSError:
+            complete = False
+        return folders
+
+    # (open folder, names of its subfolders not yet entered), one per level.
+    frames: list[tuple[int, list[str]]] = []
     try:
-        while stack:
-            fd = stack.pop()
-            try:
-                with os.scandir(fd) as entries:
-                    for entry in entries:
-                        seen += 1
-                        if seen > limit:
-                            return DiskUsage(total, complete=False)
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue  # gone while we walked
-                        total += st.st_blocks * 512
-                        if stat.S_ISDIR(st.st_mode):
-                            try:
-                                stack.append(os.open(entry.name, _DIR_FLAGS, dir_fd=fd))
-                            except OSError:
-                                continue  # gone, or now a link
-            except OSError:
-                pass  # unreadable or gone: count what we saw
-            finally:
+        frames.append((os.dup(dir_fd), []))
+        frames[-1][1].extend(scan(frames[-1][0]))
+        while frames:
+            fd, pending = frames[-1]
+            if not pending:
                 os.close(fd)
+                frames.pop()
+                continue
+            name = pending.pop()
+            if len(frames) >= MAX_DEPTH:
+                complete = False
+                continue
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                complete = False  # gone, or now a link
+                continue
+            frames.append((child, []))
+            frames[-1][1].extend(scan(child))
+    except _ScanLimit:
+        complete = False
     finally:
-        for fd in stack:
+        for fd, _ in frames:
             os.close(fd)
-    return DiskUsage(total)
+    return DiskUsage(total, complete=complete)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -153,6 +185,10 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def project_usage(dir_fd: int, quota: int | None) -> DiskUsage | None:
     """The folder's use as its project quota reports it, if that quota holds it to ``quota``.
+
+    Only a sign that the limit is in force: the owner of a file may move it to
+    another project (FS_IOC_FSSETXATTR), out of this count, so the hub's figure
+    always comes from walking the folder.
 
     On a folder in a project with an enforced limit, XFS and ext4 answer statvfs
     with the project's limit as the size and its use as the used blocks. A size
@@ -168,13 +204,14 @@ def project_usage(dir_fd: int, quota: int | None) -> DiskUsage | None:
 
 
 def measure(path: Path, quota: int | None, limit: int = SCAN_LIMIT) -> DiskUsage:
-    """A user's folder: from its project quota when that holds it, else by a bounded walk."""
+    """A user's folder by a bounded walk, and whether a project quota holds it."""
     try:
         fd = os.open(path, _DIR_FLAGS)
     except FileNotFoundError:
         return DiskUsage(0)  # a first start: the folder is made later
     try:
-        return project_usage(fd, quota) or tree_usage(fd, limit)
+        walked = tree_usage(fd, limit)
+        return replace(walked, enforced=project_usage(fd, quota) is not None)
     finally:
         os.close(fd)
 

@@ -122,6 +122,9 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
     if settings.trusted_proxies:
         http.update(forwarded)
     if settings.tls == "off":
+        if settings.trusted_proxies:
+            # Behind a terminator the browser sees https: the same headers as dshub's own https.
+            http["http"]["middlewares"] = [f"{SECURITY_HEADERS}@file"]
         return config
     http["http"]["redirections"] = {
         "entryPoint": {"to": f":{settings.https_port}", "scheme": "https", "permanent": True}
@@ -177,7 +180,7 @@ def edge_rules(settings: dshub_settings.Settings, certificate: tuple[Path, Path]
     rules: dict[str, Any] = {"http": {"middlewares": {SECURITY_HEADERS: {"headers": headers}}}}
     if certificate is not None:
         files = {"certFile": str(certificate[0]), "keyFile": str(certificate[1])}
-        rules["tls"] = {"certificates": [files], "stores": {"default": {"defaultCertificate": files}}}
+        rules["tls"] = {"certificates": [files], "stores": {"default": {"defaultCertificate": dict(files)}}}
     return rules
 
 
@@ -248,34 +251,44 @@ def _covers(leaf: x509.Certificate, names: list[str]) -> bool:
     return set(names) <= present
 
 
-def served_pair(tls_dir: Path = TLS_DIR) -> tuple[Path, Path] | None:
-    """The certificate and key the proxy serves now (the newest pair in the volume)."""
-    certs = sorted(tls_dir.glob("cert-*.pem"), key=lambda p: p.stat().st_mtime, reverse=True)
+def named_pair(rules_file: Path = TLS_RULES_FILE) -> tuple[Path, Path] | None:
+    """The certificate and key the TLS rules tell Traefik to serve now."""
+    try:
+        rules = yaml.safe_load(rules_file.read_text()) or {}
+        files = rules["tls"]["stores"]["default"]["defaultCertificate"]
+        return Path(files["certFile"]), Path(files["keyFile"])
+    except (FileNotFoundError, KeyError, TypeError, yaml.YAMLError):
+        return None
+
+
+def newest_pair(kind: str, tls_dir: Path = TLS_DIR) -> tuple[Path, Path] | None:
+    """The newest pair of this kind (``self-signed`` or ``operator``) in the volume."""
+    certs = sorted(tls_dir.glob(f"{kind}-cert-*.pem"), key=lambda p: p.stat().st_mtime, reverse=True)
     for cert in certs:
-        key = cert.with_name("key-" + cert.name.removeprefix("cert-"))
+        key = cert.with_name(cert.name.replace("-cert-", "-key-", 1))
         if key.exists():
             return cert, key
     return None
 
 
-def install_pair(cert_pem: bytes, key_pem: bytes, tls_dir: Path = TLS_DIR) -> tuple[tuple[Path, Path], bool]:
-    """Copy a pair for Traefik (its uid, key 0400); returns the paths and whether it is new.
+def install_pair(
+    kind: str, cert_pem: bytes, key_pem: bytes, tls_dir: Path = TLS_DIR, rules_file: Path = TLS_RULES_FILE
+) -> tuple[Path, Path]:
+    """Copy a pair for Traefik (its uid, key 0400), named by its digest; the paths.
 
-    The previous pair stays until the next change: Traefik may still be reading it.
+    The pair the rules name now stays beside it: Traefik may still be reading it.
     """
     digest = hashlib.sha256(cert_pem + b"\0" + key_pem).hexdigest()[:16]
-    cert, key = tls_dir / f"cert-{digest}.pem", tls_dir / f"key-{digest}.pem"
-    if cert.exists() and key.exists():
-        return (cert, key), False
+    cert, key = tls_dir / f"{kind}-cert-{digest}.pem", tls_dir / f"{kind}-key-{digest}.pem"
     tls_dir.mkdir(parents=True, exist_ok=True)
-    current = served_pair(tls_dir)
-    for path, content, mode in ((key, key_pem, 0o400), (cert, cert_pem, 0o444)):
-        _write_for_proxy(path, content, mode)
-    keep = {cert, key, *(current or ())}
+    if not (cert.exists() and key.exists()):
+        for path, content, mode in ((key, key_pem, 0o400), (cert, cert_pem, 0o444)):
+            _write_for_proxy(path, content, mode)
+    keep = {cert, key, *(named_pair(rules_file) or ())}
     for stale in tls_dir.glob("*.pem"):
         if stale not in keep:
             stale.unlink()
-    return (cert, key), True
+    return cert, key
 
 
 def _write_for_proxy(path: Path, content: bytes, mode: int) -> None:
@@ -292,34 +305,57 @@ def _write_for_proxy(path: Path, content: bytes, mode: int) -> None:
         raise
 
 
-def ensure_self_signed(settings: dshub_settings.Settings, tls_dir: Path = TLS_DIR) -> tuple[Path, Path]:
+def ensure_self_signed(
+    settings: dshub_settings.Settings, tls_dir: Path = TLS_DIR, rules_file: Path = TLS_RULES_FILE
+) -> tuple[Path, Path]:
     """The self-signed pair in the volume, made when missing, for other names, or near its end."""
     names = certificate_names(settings)
-    pair = served_pair(tls_dir)
+    pair = newest_pair("self-signed", tls_dir)
     if pair is not None:
         leaf = x509.load_pem_x509_certificate(pair[0].read_bytes())
         fresh = leaf.not_valid_after_utc - RENEW_BEFORE > datetime.datetime.now(datetime.UTC)
         if fresh and _covers(leaf, names):
             return pair
-    pair, _ = install_pair(*make_self_signed(names), tls_dir=tls_dir)
+    pair = install_pair("self-signed", *make_self_signed(names), tls_dir=tls_dir, rules_file=rules_file)
     log.info("Made a self-signed certificate for %s", ", ".join(names))
     return pair
 
 
 def install_operator_files(
-    settings: dshub_settings.Settings, config_dir: Path = CONFIG_DIR, tls_dir: Path = TLS_DIR
-) -> tuple[tuple[Path, Path], bool]:
-    """The operator's pair (DSHUB_TLS=files), checked and copied for Traefik."""
+    settings: dshub_settings.Settings,
+    config_dir: Path = CONFIG_DIR,
+    tls_dir: Path = TLS_DIR,
+    rules_file: Path = TLS_RULES_FILE,
+) -> tuple[Path, Path]:
+    """The operator's pair (DSHUB_TLS=files), checked and copied for Traefik.
+
+    An expired certificate, or a key that is not the certificate's, is refused:
+    the pair served now is better than either.
+    """
     cert_pem = (config_dir / settings.tls_cert_file).read_bytes()
     key_pem = (config_dir / settings.tls_key_file).read_bytes()
     leaf = check_pair(cert_pem, key_pem)
+    if leaf.not_valid_after_utc < datetime.datetime.now(datetime.UTC):
+        raise CertificateError(f"the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     names = certificate_names(settings)
     if not _covers(leaf, names):
         # Served anyway: a name may be covered by a wildcard, or the operator is changing names.
         log.warning("The certificate in %s does not name all of %s", settings.tls_cert_file, ", ".join(names))
-    if leaf.not_valid_after_utc < datetime.datetime.now(datetime.UTC):
-        log.warning("The certificate in %s expired on %s", settings.tls_cert_file, leaf.not_valid_after_utc)
-    return install_pair(cert_pem, key_pem, tls_dir)
+    return install_pair("operator", cert_pem, key_pem, tls_dir, rules_file)
+
+
+def serve_operator_files(
+    settings: dshub_settings.Settings,
+    config_dir: Path = CONFIG_DIR,
+    tls_dir: Path = TLS_DIR,
+    rules_file: Path = TLS_RULES_FILE,
+) -> bool:
+    """Install the operator's pair and point Traefik at it; whether that changed what is served."""
+    pair = install_operator_files(settings, config_dir, tls_dir, rules_file)
+    if pair == named_pair(rules_file):
+        return False
+    write_rules(edge_rules(settings, pair), rules_file)
+    return True
 
 
 def write_rules(rules: dict[str, Any], path: Path = TLS_RULES_FILE) -> None:
@@ -343,15 +379,14 @@ def prepare(settings: dshub_settings.Settings) -> None:
     static.write_text(yaml.safe_dump(static_config(settings), sort_keys=False))
     static.chmod(0o644)
     static.replace(STATIC_CONFIG_FILE)
-    pair = None
     if settings.tls == "self-signed":
-        pair = ensure_self_signed(settings)
+        write_rules(edge_rules(settings, ensure_self_signed(settings)))
     elif settings.tls == "files":
-        pair, _ = install_operator_files(settings)
-    if settings.tls == "off":
-        TLS_RULES_FILE.unlink(missing_ok=True)
+        write_rules(edge_rules(settings, install_operator_files(settings)))
+    elif settings.tls == "acme" or settings.trusted_proxies:
+        write_rules(edge_rules(settings, None))
     else:
-        write_rules(edge_rules(settings, pair))
+        TLS_RULES_FILE.unlink(missing_ok=True)
 
 
 def follow_operator_files(settings: dshub_settings.Settings) -> None:
@@ -361,13 +396,13 @@ def follow_operator_files(settings: dshub_settings.Settings) -> None:
         while True:
             time.sleep(FILES_CHECK_SECONDS)
             try:
-                pair, changed = install_operator_files(settings)
-                if changed:
-                    write_rules(edge_rules(settings, pair))
+                if serve_operator_files(settings):
                     log.info("Serving the new certificate from %s", settings.tls_cert_file)
             except (OSError, CertificateError) as e:
                 # Half-copied by the operator, say: the pair served now stays.
                 log.error("Keeping the certificate served now: %s: %s", settings.tls_cert_file, e)
+            except Exception:  # the watcher must outlive any surprise; the next look tries again
+                log.exception("Could not check %s", settings.tls_cert_file)
 
     threading.Thread(target=loop, name="dshub-tls-files", daemon=True).start()
 

@@ -175,14 +175,29 @@ def browser_address(
     if peer not in edge:
         return peer
     networks = [ipaddress.ip_network(n) for n in trusted_proxies]
-    for hop in reversed([hop.strip() for hop in forwarded_for.split(",")]):
-        try:
-            address = ipaddress.ip_address(hop)
-        except ValueError:
+    nearest = peer
+    for hop in reversed(forwarded_for.split(",")):
+        address = _hop_address(hop)
+        if address is None:
             break
+        nearest = str(address)
         if not any(address in network for network in networks):
-            return str(address)
-    return peer
+            return nearest
+    # Only trusted hops (or none that parse): the nearest one, never everyone under the edge's.
+    return nearest
+
+
+def _hop_address(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An X-Forwarded-For entry's address; terminators may add a port (1.2.3.4:5, [::1]:5)."""
+    hop = hop.strip()
+    if hop.startswith("[") and "]" in hop:
+        hop = hop[1 : hop.index("]")]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return ipaddress.ip_address(hop)
+    except ValueError:
+        return None
 
 
 class PasswordFile:

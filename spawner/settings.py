@@ -137,6 +137,14 @@ def _abs_path(name: str, raw: str) -> Path:
     return path
 
 
+def _mounted_file(name: str, raw: str) -> Path:
+    """A host file compose mounts with its short syntax, where ':' and ',' mean something."""
+    path = _abs_path(name, raw)
+    if re.search(r"[:,]", raw):
+        raise SettingsError(f"{name}={raw!r} must not hold ':' or ',' (compose reads them in a mount).")
+    return path
+
+
 def _url(name: str, raw: str) -> str:
     if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s'\"\\]*)?", raw):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL.")
@@ -369,7 +377,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "DSHUB_TLS=acme with a private ACME CA (step-ca, a test CA): absolute host path of the PEM "
         "certificate that the ACME directory's own https is signed with. Empty: the system's CAs.",
-        _abs_path,
+        _mounted_file,
     ),
     Setting(
         "DSHUB_HSTS_SECONDS",
@@ -1073,22 +1081,32 @@ def render(env_file: Path | None, environ: Mapping[str, str]) -> str:
 
 
 def _check_tls_files(settings: Settings) -> None:
-    """DSHUB_TLS=files without the files stops `make up` here, not in the proxy's log."""
+    """Certificate files the containers cannot read stop `make up` here, not in the proxy's log."""
+    if settings.tls == "acme" and settings.acme_ca_certificate is not None:
+        if not settings.acme_ca_certificate.is_file():
+            raise SettingsError(
+                f"DSHUB_ACME_CA_CERTIFICATE={settings.acme_ca_certificate} is not a file: give the PEM "
+                "certificate of your ACME CA."
+            )
     if settings.tls != "files":
         return
-    missing = [
-        f"{name}={raw} ({settings.config_dir / raw})"
-        for name, raw in (
-            ("DSHUB_TLS_CERT_FILE", settings.tls_cert_file),
-            ("DSHUB_TLS_KEY_FILE", settings.tls_key_file),
-        )
-        if not (settings.config_dir / raw).is_file()
-    ]
-    if missing:
+    problems = []
+    for name, raw in (
+        ("DSHUB_TLS_CERT_FILE", settings.tls_cert_file),
+        ("DSHUB_TLS_KEY_FILE", settings.tls_key_file),
+    ):
+        path = settings.config_dir / raw
+        # The containers see only DSHUB_CONFIG_DIR: a link out of it (certbot's live/) breaks there.
+        links = [p for p in (path, *path.parents) if p.is_relative_to(settings.config_dir) and p.is_symlink()]
+        if links:
+            problems.append(f"{name}={raw} is a link ({links[0]}): copy the file itself there")
+        elif not path.is_file():
+            problems.append(f"{name}={raw} is missing ({path})")
+    if problems:
         raise SettingsError(
-            "DSHUB_TLS=files, but these files are missing in DSHUB_CONFIG_DIR: "
-            + "; ".join(missing)
-            + ". Copy your certificate chain and key there (docs/production.md, TLS)."
+            "DSHUB_TLS=files, but in DSHUB_CONFIG_DIR "
+            + "; ".join(problems)
+            + ". See docs/production.md (TLS) for copying renewed certificates there."
         )
 
 

@@ -42,22 +42,27 @@ def _compose(compose: list[str], *args: str, stdout: int | None = None) -> subpr
     return subprocess.run([*compose, *args], stdout=out, check=False)
 
 
-def _hub_running(compose: list[str]) -> bool:
-    return bool(_compose(compose, "ps", "-q", "--status", "running", "hub").stdout.strip())
+def _hub_container(compose: list[str]) -> str:
+    """The hub's running container, or ''."""
+    return _compose(compose, "ps", "-q", "--status", "running", "hub").stdout.decode().strip()
 
 
-def back_up(compose: list[str], backups: Path, project: str, hub_running: bool) -> Path:
+def back_up(compose: list[str], backups: Path, project: str, hub: str) -> Path:
     """The hub's state before the upgrade, made by the running hub (else by a one-off of the new image)."""
-    backups.mkdir(parents=True, exist_ok=True)
+    backups.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     archive = backups / f"{project}-pre-upgrade-{stamp}.tar.gz"
     partial = archive.with_name(archive.name + ".part")
+    create = ("python3", "-m", "spawner.backup", "create", "--no-pool")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        where = ("exec", "-T", "hub") if hub_running else ("run", "--rm", "--no-deps", "-T", "hub")
-        backup = (*where, "python3", "-m", "spawner.backup", "create", "--no-pool")
-        made = _compose(compose, *backup, stdout=out.fileno())
-    if made.returncode:
+        if hub:
+            # docker exec, not compose exec: compose's exits 0 whatever the command did (engine 20.10).
+            made = subprocess.run(["docker", "exec", "-i", hub, *create], stdout=out, check=False)
+        else:
+            made = _compose(compose, "run", "--rm", "--no-deps", "-T", "hub", *create, stdout=out.fileno())
+    readable = subprocess.run(["tar", "-tzf", str(partial)], capture_output=True, check=False)
+    if made.returncode or readable.returncode or not readable.stdout:
         partial.unlink()
         raise UpgradeError("the backup before the upgrade failed: nothing was changed")
     partial.rename(archive)
@@ -66,11 +71,12 @@ def back_up(compose: list[str], backups: Path, project: str, hub_running: bool) 
 
 def upgrade(compose: list[str], backups: Path, project: str) -> dict[str, float | str]:
     """Back up, migrate, replace; returns the backup's path and the seconds the hub was down."""
-    hub_running = _hub_running(compose)
-    archive = back_up(compose, backups, project, hub_running)
+    hub = _hub_container(compose)
+    archive = back_up(compose, backups, project, hub)
     print(f"dshub: backed up the hub's state to {archive}", flush=True)
     stopped = time.monotonic()
-    if hub_running and _compose(compose, "stop", "hub", stdout=sys.stdout.fileno()).returncode:
+    # Also when it is not running: a hub restarting in a loop must not touch the database now.
+    if _compose(compose, "stop", "hub", stdout=sys.stdout.fileno()).returncode:
         raise UpgradeError("could not stop the hub: nothing was changed")
     migrate = _compose(
         compose,

@@ -2,6 +2,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 from tests.support.stack import REPO, dev_oidc_stack, require_images, sweep_test_leftovers
@@ -55,6 +56,24 @@ def run_until_shown(page, cell, result) -> None:
         except AssertionError:
             continue
     expect(result).to_be_visible()
+
+
+def goto_after_network_change(page, url: str) -> None:
+    """Navigate, again if Chromium saw the host's interfaces change meanwhile.
+
+    A container starting or stopping adds or removes an interface on this host,
+    where the browser runs too; Chromium then closes its HTTP/2 sessions (https
+    here) and drops navigations under way with ERR_NETWORK_CHANGED. A person's
+    browser on another machine never sees that.
+    """
+    for _ in range(3):
+        try:
+            page.goto(url)
+            return
+        except PlaywrightError as error:
+            if "ERR_NETWORK_CHANGED" not in str(error):
+                raise
+    page.goto(url)
 
 
 def screenshot(page, name: str) -> Path:

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from spawner import settings as dshub_settings
+from spawner.edge import PROXY_IMAGE
 from tests.support.hub import HubSession, SignInRefused
 from tests.support.stack import docker
 
@@ -217,6 +218,10 @@ def test_secrets_are_private_and_never_logged(stack, admin):
     values = stack.compose("exec", "-T", "hub", "sh", "-c", f"{files} -exec cat {{}} +").stdout.split()
     logs = stack.compose("logs", "--no-color", "hub", "proxy").stdout
     assert logs and not [v for v in values if v in logs]
-    for image in ("hub", "proxy", "lab", "datascience"):
-        history = docker("history", "--no-trunc", f"dshub/{image}:{dshub_settings.VERSION}").stdout
+    images = [
+        PROXY_IMAGE,
+        *(f"dshub/{name}:{dshub_settings.VERSION}" for name in ("hub", "lab", "datascience")),
+    ]
+    for image in images:
+        history = docker("history", "--no-trunc", image).stdout
         assert not [v for v in values if v in history]

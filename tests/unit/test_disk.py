@@ -2,12 +2,23 @@
 
 import json
 import os
+import resource
 import struct
 
 import pytest
 
 from spawner import settings as s
-from spawner.disk import DiskUsage, LimitsFile, QuotaState, UsageMeter, measure, read_limits, size, tree_usage
+from spawner.disk import (
+    MAX_DEPTH,
+    DiskUsage,
+    LimitsFile,
+    QuotaState,
+    UsageMeter,
+    measure,
+    read_limits,
+    size,
+    tree_usage,
+)
 from spawner.docker import container_labels, disk_env
 from spawner.profiles import Defaults, ProfileError, parse
 from spawner.quota import _DQUOT_SIZE, _FSXATTR, BASIC_BLOCK, FS_DQ_BHARD, FS_PROJ_QUOTA, dquot, same_limit
@@ -264,3 +275,35 @@ def test_the_quota_service_refuses_a_pool_without_project_quotas(tmp_path):
     (tmp_path / "state" / "limits.json").write_text(json.dumps({"ada": 8 * M}))
     with pytest.raises(QuotaError, match=r"mounted with -o prjquota .* or set DSHUB_DISK_QUOTA_ENFORCE=off"):
         Enforcer(tmp_path, tmp_path / "state", 20000, 59999).apply()
+
+
+def test_a_wide_tree_is_walked_with_few_descriptors(tmp_path):
+    root = tmp_path / "wide"
+    for i in range(600):
+        (root / f"d{i}" / "sub").mkdir(parents=True)
+        (root / f"d{i}" / "sub" / "f").write_bytes(b"x" * 5000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            usage = tree_usage(fd)
+        finally:
+            os.close(fd)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert usage.complete
+    assert usage.used >= 600 * 5000
+
+
+def test_a_tree_deeper_than_the_walk_is_counted_as_at_least(tmp_path):
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(MAX_DEPTH + 5):
+        path = path / "d"
+    path.mkdir(parents=True)
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert not tree_usage(fd).complete
+    finally:
+        os.close(fd)

@@ -2,12 +2,14 @@
 
 import datetime
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from spawner import edge
 from spawner import settings as s
@@ -87,8 +89,26 @@ def test_certificate_files_stay_inside_the_config_dir(raw):
 
 
 def test_files_mode_without_the_files_stops_the_render(tmp_path):
-    with pytest.raises(s.SettingsError, match="missing in DSHUB_CONFIG_DIR"):
+    with pytest.raises(s.SettingsError, match=r"DSHUB_TLS_CERT_FILE=tls/fullchain\.pem is missing"):
         s.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
+
+
+def test_certificate_files_that_are_links_are_refused(tmp_path):
+    # As certbot's live/ folder holds them: the containers would not see where they point.
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "fullchain1.pem").write_text("x")
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "fullchain.pem").symlink_to(tmp_path / "archive" / "fullchain1.pem")
+    (tmp_path / "tls" / "privkey.pem").write_text("x")
+    with pytest.raises(s.SettingsError, match="is a link"):
+        s.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
+
+
+def test_acme_ca_certificate_is_a_file_compose_can_mount(tmp_path):
+    acme = {"DSHUB_TLS": "acme", "DSHUB_PUBLIC_URL": "https://hub.example.edu"}
+    assert "':' or ','" in refusal(**acme, DSHUB_ACME_CA_CERTIFICATE="/etc/ca:x.pem")
+    with pytest.raises(s.SettingsError, match="is not a file"):
+        s.render(None, {**acme, "DSHUB_ACME_CA_CERTIFICATE": str(tmp_path / "missing.pem")})
 
 
 # -- what Traefik gets ---------------------------------------------------------------
@@ -167,15 +187,16 @@ def test_self_signed_certificate_is_made_once_for_the_hosts(tmp_path):
     settings = load(
         DSHUB_TLS="self-signed", DSHUB_PUBLIC_URL="https://hub.example.edu", DSHUB_USER_SUBDOMAINS="true"
     )
-    cert, key = edge.ensure_self_signed(settings, tmp_path)
+    rules = tmp_path / "rules.yaml"
+    cert, key = edge.ensure_self_signed(settings, tmp_path, rules)
     leaf = edge.check_pair(cert.read_bytes(), key.read_bytes())
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["hub.example.edu", "*.hub.example.edu"]
     assert oct(key.stat().st_mode & 0o777) == "0o400"
-    assert edge.ensure_self_signed(settings, tmp_path) == (cert, key)
+    assert edge.ensure_self_signed(settings, tmp_path, rules) == (cert, key)
     # Another host: a new certificate.
     other = load(DSHUB_TLS="self-signed", DSHUB_PUBLIC_URL="https://lab.example.edu")
-    assert edge.ensure_self_signed(other, tmp_path) != (cert, key)
+    assert edge.ensure_self_signed(other, tmp_path, rules) != (cert, key)
 
 
 def test_self_signed_certificate_for_an_address():
@@ -188,29 +209,64 @@ def test_self_signed_certificate_for_an_address():
 
 def test_operator_pair_checked_before_it_is_served(tmp_path):
     settings = load(DSHUB_TLS="files", DSHUB_PUBLIC_URL="https://hub.example.edu")
-    config, served = tmp_path / "config", tmp_path / "tls"
+    config, served, rules = tmp_path / "config", tmp_path / "tls", tmp_path / "dshub-tls.yaml"
     (config / "tls").mkdir(parents=True)
-    cert_pem, key_pem = edge.make_self_signed(["hub.example.edu"])
-    (config / "tls" / "fullchain.pem").write_bytes(cert_pem)
-    (config / "tls" / "privkey.pem").write_bytes(edge.make_self_signed(["hub.example.edu"])[1])
+
+    def put(pair: tuple[bytes, bytes]) -> None:
+        (config / "tls" / "fullchain.pem").write_bytes(pair[0])
+        (config / "tls" / "privkey.pem").write_bytes(pair[1])
+
+    first = edge.make_self_signed(["hub.example.edu"])
+    put((first[0], edge.make_self_signed(["hub.example.edu"])[1]))
     with pytest.raises(edge.CertificateError, match="not the key of the certificate"):
-        edge.install_operator_files(settings, config, served)
-    assert not served.exists()
-    (config / "tls" / "privkey.pem").write_bytes(key_pem)
-    first, changed = edge.install_operator_files(settings, config, served)
-    assert changed and first[0].read_bytes() == cert_pem
-    assert edge.install_operator_files(settings, config, served) == (first, False)
-    # A renewed pair gets new names (Traefik reloads only a changed configuration); the
-    # previous pair stays for a reload that is still reading it.
+        edge.serve_operator_files(settings, config, served, rules)
+    assert edge.named_pair(rules) is None
+    put(first)
+    assert edge.serve_operator_files(settings, config, served, rules)
+    first_files = edge.named_pair(rules)
+    assert first_files[0].read_bytes() == first[0]
+    assert not edge.serve_operator_files(settings, config, served, rules)
+    # A renewed pair: new names (Traefik reloads only a changed configuration); the
+    # pair served until now stays for a reload that is still reading it.
     renewed = edge.make_self_signed(["hub.example.edu"])
-    (config / "tls" / "fullchain.pem").write_bytes(renewed[0])
-    (config / "tls" / "privkey.pem").write_bytes(renewed[1])
-    os.utime(first[0], (1, 1))
-    second, changed = edge.install_operator_files(settings, config, served)
-    assert changed and second != first and edge.served_pair(served) == second
-    assert sorted(p.name for p in served.glob("*.pem")) == sorted(p.name for p in (*first, *second))
-    rules = edge.edge_rules(settings, second)
-    assert rules["tls"]["stores"]["default"]["defaultCertificate"]["certFile"] == str(second[0])
+    put(renewed)
+    assert edge.serve_operator_files(settings, config, served, rules)
+    second_files = edge.named_pair(rules)
+    assert second_files != first_files
+    assert sorted(p.name for p in served.glob("*.pem")) == sorted(
+        p.name for p in (*first_files, *second_files)
+    )
+    # Going back to the first pair serves it again.
+    put(first)
+    assert (
+        edge.serve_operator_files(settings, config, served, rules) and edge.named_pair(rules) == first_files
+    )
+
+
+def test_an_expired_operator_certificate_is_refused(tmp_path):
+    settings = load(DSHUB_TLS="files", DSHUB_PUBLIC_URL="https://hub.example.edu")
+    (tmp_path / "tls").mkdir()
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.example.edu")])
+    now = datetime.datetime.now(datetime.UTC)
+    expired = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=10))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "tls" / "fullchain.pem").write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls" / "privkey.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with pytest.raises(edge.CertificateError, match="expired"):
+        edge.install_operator_files(settings, tmp_path, tmp_path / "served", tmp_path / "rules.yaml")
 
 
 def test_forgetting_acme_certificates_keeps_the_account(tmp_path):
@@ -239,6 +295,16 @@ def test_browser_address_skips_trusted_terminators():
     # A peer that is not the edge: its own address, whatever it claims.
     assert browser_address("172.20.0.9", "198.51.100.7", EDGE, ("10.0.0.0/24",)) == "172.20.0.9"
     assert browser_address("172.20.0.2", "garbage", EDGE, ()) == "172.20.0.2"
+    # Terminators that write ports (some cloud gateways).
+    assert (
+        browser_address("172.20.0.2", "198.51.100.7:51234, 10.0.0.5", EDGE, ("10.0.0.0/24",))
+        == "198.51.100.7"
+    )
+    assert (
+        browser_address("172.20.0.2", "[2001:db8::7]:443, 10.0.0.5", EDGE, ("10.0.0.0/24",)) == "2001:db8::7"
+    )
+    # Nothing untrusted that parses: the nearest hop, not the edge's address for everybody.
+    assert browser_address("172.20.0.2", "bogus, 10.0.0.5", EDGE, ("10.0.0.0/24",)) == "10.0.0.5"
 
 
 def test_proxy_image_is_named_after_the_traefik_it_holds():
@@ -254,3 +320,12 @@ def test_a_new_static_configuration_changes_the_proxys_label():
     assert edge.static_config_digest(load(DSHUB_TLS="self-signed")) != before
     rendered = s.render(None, {})
     assert f"dshub_edge_digest={before}\n" in rendered
+
+
+def test_behind_a_terminator_plain_http_answers_carry_the_security_headers():
+    settings = load(DSHUB_TRUSTED_PROXIES="10.1.2.3", DSHUB_PUBLIC_URL="https://hub.example.edu")
+    http = edge.static_config(settings)["entryPoints"]["http"]
+    assert http["http"]["middlewares"] == ["dshub-security-headers@file"]
+    assert "redirections" not in http["http"]
+    headers = edge.edge_rules(settings, None)["http"]["middlewares"]["dshub-security-headers"]["headers"]
+    assert headers["stsSeconds"] == 31536000
