@@ -268,11 +268,18 @@ class Enforcer:
                     "no project quota set"
                 )
             current, inherits = get_project(fd)
-            if (current, inherits) != (project, True) or self.adopted.get(folder) != project:
+            if self.adopted.get(folder) != project:
                 entries = adopt(fd, project)
                 self.adopted[folder] = project
                 self._save_adopted()
                 log.info("users/%s: project %d set on %d entries", folder, project, entries)
+            elif (current, inherits) != (project, True):
+                # The folder's own mark only: its content was marked when it was adopted, and
+                # walking it again each time its owner resets this would stall every other folder.
+                set_project(fd, project, inherit=True)
+                log.info("users/%s: project %d set again on the folder", folder, project)
+            # A first adoption of a large folder takes a while: still alive.
+            APPLIED.touch()
             if not same_limit(get_limit(fs_fd, project), quota):
                 set_limit(fs_fd, project, quota)
                 log.info("users/%s: project %d limited to %s", folder, project, quota or "no limit")

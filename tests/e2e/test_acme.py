@@ -105,6 +105,13 @@ def test_certificate_is_issued_by_the_acme_server_and_kept(acme_stack):
     stored = acme_state(acme_stack)["acme"]
     assert stored["Account"]["Email"] == "ops@dshub.test"
     assert [c["domain"]["main"] for c in stored["Certificates"]] == [HOST]
+    # Kept across a restart of the edge: the same certificate, not a new order.
+    acme_stack.compose("restart", "proxy")
+    acme_stack.wait_healthy(timeout=120)
+    assert (
+        served_certificate(acme_stack.https_port, acme_stack.ca_bundle, HOST).serial_number
+        == served.serial_number
+    )
     # Plain http: only a redirect to the https name.
     plain = requests.get(f"http://127.0.0.1:{acme_stack.port}/hub/", allow_redirects=False, timeout=10)
     assert plain.headers["Location"] == f"https://127.0.0.1:{acme_stack.https_port}/hub/"

@@ -64,7 +64,10 @@ def _start_and_read(person: HubSession) -> tuple[requests.Response, list[str]]:
             events = [
                 json.loads(line[5:]) for line in stream.iter_lines(decode_unicode=True) if line[:5] == "data:"
             ]
-            progress = [e["message"] for e in events if not e.get("ready")]
+            # Asked before this spawn is registered, the hub replays how the last one ended
+            # (e.g. a refusal): only a stream that starts at "Server requested" is this spawn's.
+            if events and events[0].get("message") == "Server requested":
+                progress = [e["message"] for e in events if not e.get("ready")]
     poster.join()
     return answers[0], progress
 
