@@ -13,9 +13,8 @@ from spawner import culling, edge, metrics, roster
 from spawner import settings as dshub_settings
 from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
-from spawner.disk import LimitsFile, UsageMeter
-from spawner.docker import HOME, DataPoolSpawner
-from spawner.gpus import GpuAssignments
+from spawner.disk import LimitsFile
+from spawner.docker import HOME, DataPoolSpawner, HubShared
 from spawner.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, QUOTA_DIR, RULES_FILE, secrets_dir
 from spawner.names import ControlFreeLogRecord
 from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
@@ -107,9 +106,14 @@ c.DataPoolSpawner.update(auth.spawner_traits)
 
 # -- user servers: image and limits come from the profile the user chose -----
 c.JupyterHub.spawner_class = DataPoolSpawner
-c.DataPoolSpawner.pool = DataPool.from_settings(settings)
-c.DataPoolSpawner.profiles = profiles
-c.DataPoolSpawner.gpu_assignments = GpuAssignments()
+DataPoolSpawner.share(
+    HubShared(
+        pool=DataPool.from_settings(settings),
+        profiles=profiles,
+        # Counted at every start where a quota applies; a hard limit with the quota service.
+        quota_limits=LimitsFile(QUOTA_DIR) if settings.disk_quota_enforce == "project" else None,
+    )
+)
 c.DataPoolSpawner.group_folders = list(settings.group_folders)
 c.DataPoolSpawner.instructors_group = settings.instructors_group
 c.DataPoolSpawner.project = settings.project
@@ -121,12 +125,8 @@ c.DataPoolSpawner.cull_idle_timeout = settings.cull_idle_timeout
 c.DataPoolSpawner.start_timeout = settings.start_timeout
 c.DataPoolSpawner.http_timeout = settings.start_timeout
 
-# -- disk quotas: counted at every start, a hard limit with the quota service -
-c.DataPoolSpawner.usage_meter = UsageMeter()
 c.DataPoolSpawner.disk_warn_percent = settings.disk_quota_warn
 c.DataPoolSpawner.disk_refuse_percent = settings.disk_quota_refuse
-if settings.disk_quota_enforce == "project":
-    c.DataPoolSpawner.quota_limits = LimitsFile(QUOTA_DIR)
 c.Spawner.default_url = "/lab"
 
 # -- user servers load only the image's configuration and extensions --------

@@ -138,11 +138,6 @@ class DataPool:
             gid_max=settings.gid_max,
         )
 
-    def __deepcopy__(self, memo: dict[int, object]) -> DataPool:
-        # traitlets deep-copies config values into each spawner; all spawners must
-        # share one pool, or each would get its own lock and could hand out one uid twice.
-        return self
-
     def user_path(self, username: str) -> Path:
         return self.root / "users" / escape_name(username)
 

@@ -232,10 +232,6 @@ class UsageMeter:
         self._folder_locks: dict[Path, threading.Lock] = {}
         self._figures: dict[tuple[Path, int | None], tuple[float, DiskUsage]] = {}
 
-    def __deepcopy__(self, memo: dict[int, object]) -> UsageMeter:
-        # traitlets deep-copies config values; every spawner must share this one.
-        return self
-
     def measure(self, path: Path, quota: int | None) -> DiskUsage:
         """Blocking: call it through :attr:`executor`."""
         asked = time.monotonic()
@@ -262,9 +258,6 @@ class LimitsFile:
     def __init__(self, directory: Path) -> None:
         self.path = directory / LIMITS_FILE
         self._lock = threading.Lock()
-
-    def __deepcopy__(self, memo: dict[int, object]) -> LimitsFile:
-        return self
 
     def set(self, folder: str, quota: int | None) -> None:
         with self._lock:

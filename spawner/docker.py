@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from docker.errors import APIError
 from docker.types import DeviceRequest, Mount
@@ -128,6 +128,23 @@ def vanished_folder(error: BaseException, pool: DataPool) -> str | None:
     return str(path.relative_to(pool.host_root)) if path.is_relative_to(pool.host_root) else str(path)
 
 
+@dataclass(frozen=True)
+class HubShared:
+    """What all of the hub's spawners hold together, each object once.
+
+    Kept on the spawner class, as DockerSpawner keeps its engine client, not in
+    traitlets config, which hands every spawner a deep copy of its values: two
+    spawners with two copies of the pool's lock could give one uid twice.
+    """
+
+    pool: DataPool
+    profiles: ProfilesFile
+    gpu_assignments: GpuAssignments = field(default_factory=GpuAssignments)
+    usage_meter: UsageMeter = field(default_factory=UsageMeter)
+    # None: the quota service does not enforce limits (DSHUB_DISK_QUOTA_ENFORCE).
+    quota_limits: LimitsFile | None = None
+
+
 class DataPoolSpawner(FastStart, DockerSpawner):
     """Runs each user's container as their own uid with their pool folder as home.
 
@@ -138,11 +155,9 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     ``extra_create_kwargs``/``extra_host_config``: config cannot weaken them.
     """
 
-    pool = Instance(DataPool, help="The data pool, set by jupyterhub_config.py.").tag(config=True)
-    profiles = Instance(ProfilesFile, help="The profiles, set by jupyterhub_config.py.").tag(config=True)
-    gpu_assignments = Instance(GpuAssignments, help="The hub's GPU bookkeeping, shared by all spawners.").tag(
-        config=True
-    )
+    # Set once by jupyterhub_config.py (share()); one for all spawners of the hub.
+    shared: ClassVar[HubShared | None] = None
+
     project = Unicode("dshub", help="Deployment name; value of the dshub.project label.").tag(config=True)
     pids_limit = Integer(512, help="Most processes in a user container (the profile's pids).").tag(
         config=True
@@ -156,12 +171,6 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     cull_idle_timeout = Integer(
         0, help="DSHUB_CULL_IDLE_TIMEOUT: sets how often servers report activity."
     ).tag(config=True)
-    usage_meter = Instance(UsageMeter, help="Measures users' folders, shared by all spawners.").tag(
-        config=True
-    )
-    quota_limits = Instance(
-        LimitsFile, allow_none=True, help="Users' quotas for the quota service; None: not enforced."
-    ).tag(config=True)
     disk_warn_percent = Integer(90, help="DSHUB_DISK_QUOTA_WARN.").tag(config=True)
     disk_refuse_percent = Integer(110, help="DSHUB_DISK_QUOTA_REFUSE.").tag(config=True)
 
@@ -173,6 +182,36 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     disk_state = Instance(
         QuotaState, allow_none=True, help="The user's folder against their quota, at start."
     )
+
+    @classmethod
+    def share(cls, shared: HubShared) -> None:
+        """What all spawners use together (jupyterhub_config.py calls this once)."""
+        cls.shared = shared
+
+    def _shared(self) -> HubShared:
+        if self.shared is None:
+            raise RuntimeError("DataPoolSpawner.share() was not called: jupyterhub_config.py does that")
+        return self.shared
+
+    @property
+    def pool(self) -> DataPool:
+        return self._shared().pool
+
+    @property
+    def profiles(self) -> ProfilesFile:
+        return self._shared().profiles
+
+    @property
+    def gpu_assignments(self) -> GpuAssignments:
+        return self._shared().gpu_assignments
+
+    @property
+    def usage_meter(self) -> UsageMeter:
+        return self._shared().usage_meter
+
+    @property
+    def quota_limits(self) -> LimitsFile | None:
+        return self._shared().quota_limits
 
     @property
     def escaped_name(self) -> str:

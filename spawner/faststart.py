@@ -18,6 +18,8 @@ from typing import Any
 
 from jupyterhub.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float, Integer
+from traitlets.config import Configurable
 
 
 async def wait_until_answers(url: str, timeout: float, interval: float, max_interval: float) -> bool:
@@ -48,15 +50,24 @@ async def wait_until_answers(url: str, timeout: float, interval: float, max_inte
 START_TIMEOUT_MARGIN = 5
 
 
-class FastStart:
+class FastStart(Configurable):
     """DockerSpawner mixin, listed before DockerSpawner in the bases."""
 
-    # Seconds between looks at a starting server, first and at most: its spawn
-    # ends at most this late.
-    ready_poll_interval = 0.05
-    ready_poll_max_interval = 0.3
-    # Engine calls in flight at once; docker-py's connection pool holds 10.
-    engine_threads = 8
+    ready_poll_interval = Float(
+        0.05,
+        config=True,
+        help="Seconds before the second look at a starting server; each next look waits 1.25x longer.",
+    )
+    ready_poll_max_interval = Float(
+        0.3,
+        config=True,
+        help="Longest wait between two looks at a starting server: its spawn ends at most this late.",
+    )
+    engine_threads = Integer(
+        8,
+        config=True,
+        help="Engine calls in flight at once, for all spawners together (docker-py's pool holds 10).",
+    )
     _executor: ThreadPoolExecutor | None = None
 
     @property

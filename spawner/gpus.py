@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 
 class NoGpuFree(RuntimeError):
@@ -27,10 +26,6 @@ class GpuAssignments:
     def __init__(self) -> None:
         self._holdings: dict[str, Holding] = {}
         self._lock = threading.Lock()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> GpuAssignments:
-        # traitlets deep-copies config values; every spawner must share this one.
-        return self
 
     def holding(self, owner: str) -> Holding | None:
         with self._lock:

@@ -398,10 +398,6 @@ class ProfilesFile:
         self._stamp: tuple[int, int] | None = None
         self._current = self._read()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> ProfilesFile:
-        # traitlets deep-copies config values; every spawner must share this one.
-        return self
-
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
             st = os.stat(self.path)

@@ -1,5 +1,21 @@
-import sys
+"""Each test's marker comes from its directory: unit/, integration/ or e2e/.
+
+A file that forgets to say what it needs can then never drop out of `-m unit`
+(or run there while needing the engine).
+"""
+
 from pathlib import Path
 
-# The tests import the spawner package and tests.support from the checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pytest
+
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = Path(item.path).parent.name
+        if kind not in KINDS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests live in tests/unit, tests/integration or tests/e2e"
+            )
+        item.add_marker(getattr(pytest.mark, kind))

@@ -30,8 +30,6 @@ from tests.e2e.conftest import CHROMIUM_ARGS, goto_after_network_change, run_unt
 from tests.support.certs import OwnCa, served_certificate
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
-pytestmark = pytest.mark.e2e
-
 HOST = "hub.dshub.test"
 NAME = "ada"
 PASSWORD = "ada-over-https"

@@ -9,13 +9,7 @@ from tests.e2e.conftest import screenshot
 from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
 
-pytestmark = pytest.mark.e2e
-
 NAME, PASSWORD = "cleo", "cleo-password"
-RSTUDIO_MISSING = (
-    "RStudio Server is not in the image: its vendor's download site is unreachable from this "
-    "build machine and no rstudio-server .deb was provided (see images/datascience/README.md)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,10 @@ def test_vscode_opens_on_the_users_files(lab_stack, lab_page):
 
 def test_rstudio_evaluates_in_its_console(lab_stack, lab_page):
     if not lab_stack.has_rserver():
-        pytest.skip(RSTUDIO_MISSING)
+        pytest.skip(
+            f"RStudio Server is not in the image; its build recorded: {lab_stack.rstudio_build_record()} "
+            "(see images/datascience/README.md)"
+        )
     with lab_page.context.expect_page() as opened:
         lab_page.locator(".jp-LauncherCard", has_text="RStudio").click()
     rstudio = opened.value

@@ -2,13 +2,10 @@
 
 import re
 
-import pytest
 import requests
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import screenshot
-
-pytestmark = pytest.mark.e2e
 
 
 def sign_in(page, stack, who, next_path=""):

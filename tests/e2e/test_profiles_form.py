@@ -8,7 +8,6 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import screenshot
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
-pytestmark = pytest.mark.e2e
 LAB = LAB_IMAGE
 PROFILES = f"""
 profiles:

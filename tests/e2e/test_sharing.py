@@ -11,8 +11,6 @@ from tests.e2e.conftest import run_until_shown, screenshot
 from tests.support.hub import HubSession
 from tests.support.stack import LAB_IMAGE, Stack
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def share_stack(tmp_path_factory):

@@ -28,8 +28,6 @@ from tests.e2e.conftest import goto_after_network_change, run_until_shown, scree
 from tests.support.certs import OwnCa
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
-pytestmark = pytest.mark.e2e
-
 # Both names need escaping to be DNS labels: ada-2elovelace, bob-40uni-2eexample.
 OWNER = "ada.lovelace"
 VISITOR = "bob@uni.example"

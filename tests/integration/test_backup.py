@@ -17,8 +17,6 @@ import pytest
 from tests.support.hub import HubSession
 from tests.support.stack import LAB_IMAGE, REPO, Stack
 
-pytestmark = pytest.mark.integration
-
 FIGURES = REPO / "build" / "figures"
 
 

@@ -11,8 +11,6 @@ import pytest
 from tests.support.hub import HubSession
 from tests.support.stack import docker
 
-pytestmark = pytest.mark.integration
-
 ROSTER = """username,groups,role
 ada,g1,student
 bob,g1,student

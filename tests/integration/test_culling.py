@@ -8,7 +8,6 @@ import pytest
 from spawner.culling import check_interval
 from tests.support.stack import LAB_IMAGE, Stack
 
-pytestmark = pytest.mark.integration
 IDLE_TIMEOUT = 30
 
 

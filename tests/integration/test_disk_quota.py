@@ -18,7 +18,6 @@ from spawner import settings as dshub_settings
 from tests.support.hub import HubSession
 from tests.support.stack import LAB_IMAGE, TEST_PREFIX, Stack, docker
 
-pytestmark = pytest.mark.integration
 PROFILES = f"""
 limits:
   disk_per_user: 8M

@@ -29,8 +29,6 @@ from tests.support.hostile import REFUSED, SAME_AS
 from tests.support.hub import HubSession, SignInRefused
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
-pytestmark = pytest.mark.integration
-
 RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"
 # Traefik's routes as the hub wrote them: the rule of each router.
 READ_RULES = f"""

@@ -7,8 +7,6 @@ import requests
 
 from tests.support.stack import docker
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def people(stack):

@@ -12,8 +12,6 @@ import requests
 
 from tests.support.stack import LAB_IMAGE, Stack, free_port
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):

@@ -26,8 +26,6 @@ import pytest
 
 from tests.support.stack import LAB_IMAGE, REPO, Stack, docker, free_port
 
-pytestmark = pytest.mark.integration
-
 PORT = 8765
 # Addresses of the test's own namespace: /30 each, the host's side is .2.
 NAMESPACE_ADDRESSES = {"link-local": "169.254.77.1", "private": "10.213.77.1", "public": "203.0.113.1"}

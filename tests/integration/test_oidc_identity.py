@@ -15,8 +15,6 @@ import requests
 from tests.support.hostile import REFUSED
 from tests.support.stack import LAB_IMAGE, dev_oidc_stack, require_images
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def oidc(tmp_path_factory):

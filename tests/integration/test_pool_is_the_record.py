@@ -2,10 +2,6 @@
 
 import os
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 def test_uid_and_files_survive_loss_of_the_hub_database(stack):
     carol = stack.sign_up("carol", "first password")

@@ -14,7 +14,6 @@ import requests
 from tests.support.hub import HubSession, KernelDied
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
-pytestmark = pytest.mark.integration
 LAB = LAB_IMAGE
 PROFILES = f"""
 limits: {{servers_per_user: 2}}

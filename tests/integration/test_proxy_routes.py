@@ -10,10 +10,6 @@ reaches Traefik's rules.
 import json
 import subprocess
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 # Piped to `python3 -` in the hub container; prints one JSON line of findings.
 PROBE = r"""
 import asyncio, json, time

@@ -21,8 +21,6 @@ import websocket
 from tests.support.hub import HubSession, Kernel
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
-pytestmark = pytest.mark.integration
-
 # What bob starts, detached from the kernel and the terminal (setsid), as a person
 # hiding a process would: found in the container by these arguments.
 KERNEL_MARKER = "sleep 4242"

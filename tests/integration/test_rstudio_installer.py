@@ -22,8 +22,6 @@ import pytest
 from spawner.settings import VERSION
 from tests.support.stack import REPO, TEST_PREFIX, docker
 
-pytestmark = pytest.mark.integration
-
 INSTALLER = REPO / "images" / "datascience" / "install-rstudio"
 # Where the installer runs in the build: curl, dpkg and apt as there.
 USER_IMAGE = f"dshub/datascience:{VERSION}"
@@ -67,6 +65,7 @@ class World:
             'install-rstudio "$@"\n'
             "rc=$?\n"
             '[ "$(ls -A /tmp)" = "$tmp" ] && echo "/tmp as before"\n'
+            'echo "record: $(cat /usr/local/share/dshub/rstudio-server.txt 2>/dev/null)"\n'
             "echo \"result: $rc $(dpkg-query -W -f='${Version}' rstudio-server 2>/dev/null)\"\n"
         )
         run = docker(
@@ -158,6 +157,7 @@ def test_a_download_matching_its_recorded_digest_is_installed(world):
     assert installed == RELEASE
     assert f"sha256 {world.good} matches the recorded one" in output
     assert f"RStudio Server installed from {world.name}" in output
+    assert f"record: installed: {world.name}" in output
     assert "/tmp as before" in output
 
 
@@ -183,6 +183,7 @@ def test_an_unreachable_download_builds_without_rstudio(world, url_base):
     assert installed is None
     assert "dshub: building WITHOUT RStudio Server:" in output
     assert "could not be downloaded (unreachable, not found or too slow)" in output
+    assert "record: absent: " in output and "could not be downloaded" in output.split("record: ")[1]
     assert "/tmp as before" in output
 
 

@@ -13,8 +13,6 @@ import requests
 
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def tls_stack(tmp_path_factory):

@@ -12,8 +12,6 @@ from spawner.edge import PROXY_IMAGE
 from tests.support.hub import HubSession, SignInRefused
 from tests.support.stack import docker
 
-pytestmark = pytest.mark.integration
-
 STUDENT = "bob"
 STUDENT_PASSWORD = "correct horse battery"
 

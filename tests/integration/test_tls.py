@@ -8,12 +8,8 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.support.certs import OwnCa, served_certificate
 from tests.support.stack import LAB_IMAGE, Stack, docker
-
-pytestmark = pytest.mark.integration
 
 
 def test_self_signed_https_with_redirect_headers_and_websockets(tmp_path):

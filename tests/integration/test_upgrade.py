@@ -23,8 +23,6 @@ import pytest
 from spawner.settings import VERSION
 from tests.support.stack import REPO, Stack, docker
 
-pytestmark = pytest.mark.integration
-
 NEXT = f"{VERSION}-next"
 # JupyterHub's own migration one step back, as the previous JupyterHub's schema.
 DOWNGRADE = """

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_PREFIX = "dshubt-"
 # The lean user image: for tests about the hub, not about the IDEs.
 LAB_IMAGE = f"dshub/lab:{dshub_settings.VERSION}"
+# Written by images/datascience/install-rstudio.
+RSTUDIO_RECORD = "/usr/local/share/dshub/rstudio-server.txt"
 COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
 
 
@@ -329,14 +331,27 @@ class Stack:
         (container,) = self.user_containers(name)
         return container
 
+    def rstudio_build_record(self) -> str:
+        """What the user image's build recorded about RStudio Server: 'installed: ...' or 'absent: why'."""
+        probe = docker(
+            "run", "--rm", "--label", f"dshub.project={self.project}", "--entrypoint", "sh",
+            self.settings.user_image, "-c", f"cat {RSTUDIO_RECORD} 2>/dev/null || echo 'absent: no record'",
+        )  # fmt: skip
+        return probe.stdout.strip()
+
     def has_rserver(self) -> bool:
-        """Whether the user image has RStudio Server (only when its vendor's site was reachable)."""
+        """Whether the user image has RStudio Server; an image that disagrees with its build record fails."""
+        record = self.rstudio_build_record()
         probe = docker(
             "run", "--rm", "--label", f"dshub.project={self.project}", "--entrypoint", "sh",
             self.settings.user_image, "-c", "command -v rserver",
             check=False,
         )  # fmt: skip
-        return probe.returncode == 0
+        present = probe.returncode == 0
+        assert present == record.startswith("installed:"), (
+            f"the build recorded {record!r}, rserver present: {present}"
+        )
+        return present
 
     def containers(self, role: str) -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]

@@ -10,8 +10,6 @@ from spawner import settings as s
 from spawner.auth import authenticator_config, github_teams
 from spawner.localauth import BuiltinUserListAuthenticator
 
-pytestmark = pytest.mark.unit
-
 OAUTH = {
     "DSHUB_OAUTH_CLIENT_ID": "dshub-client",
     "DSHUB_OAUTH_CLIENT_SECRET": "s3cret-value",

@@ -6,8 +6,6 @@ from spawner import aptmirror
 from spawner import settings as s
 from spawner.aptmirror import debian_mirror, host_sources
 
-pytestmark = pytest.mark.unit
-
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from spawner.datapool import MAX_ESCAPED, RECORD_NAME, DataPool, PoolError, escape_name
-
-pytestmark = pytest.mark.unit
+from spawner.docker import DataPoolSpawner, HubShared
+from spawner.profiles import Defaults, ProfilesFile
 
 HOSTILE_NAMES = [
     "../x",
@@ -142,11 +142,22 @@ def test_users_dir_symlink_is_refused(pool, tmp_path):
         pool.ensure_user("ada")
 
 
-def test_pool_is_shared_not_copied_by_config(tmp_path):
-    import copy
-
-    pool = DataPool(tmp_path, Path("/host"), 20000, 20009)
-    assert copy.deepcopy({"pool": pool})["pool"] is pool
+def test_every_spawner_shares_the_hubs_pool(tmp_path, monkeypatch):
+    # One pool (one uid lock), one GPU ledger, one disk meter for the whole hub.
+    defaults = Defaults(image="dshub/lab:test", cpu=1.0, mem_limit=2 * 2**30, pids=512)
+    shared = HubShared(
+        pool=DataPool(tmp_path, Path("/host"), 20000, 20009),
+        profiles=ProfilesFile(tmp_path / "profiles.yaml", defaults),
+    )
+    monkeypatch.setattr(DataPoolSpawner, "shared", None)
+    with pytest.raises(RuntimeError, match="share"):
+        _ = DataPoolSpawner().pool
+    DataPoolSpawner.share(shared)
+    first, second = DataPoolSpawner(), DataPoolSpawner()
+    assert first.pool is second.pool is shared.pool
+    assert first.gpu_assignments is second.gpu_assignments
+    assert first.usage_meter is second.usage_meter
+    assert first.quota_limits is None
 
 
 def test_group_folders_are_setgid_and_have_distinct_stable_gids(pool):

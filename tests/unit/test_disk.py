@@ -24,7 +24,6 @@ from spawner.profiles import Defaults, ProfileError, parse
 from spawner.quota import _DQUOT_SIZE, _FSXATTR, BASIC_BLOCK, FS_DQ_BHARD, FS_PROJ_QUOTA, dquot, same_limit
 from spawner.usage import ServerUsage, disk_cell, label_quota
 
-pytestmark = pytest.mark.unit
 M, G = 2**20, 2**30
 DEFAULTS = Defaults(image="dshub/lab:test", cpu=1.0, mem_limit=2 * G, pids=512, disk_quota=5 * G)
 ONE_PROFILE = "profiles: [{name: a, image: dshub/lab:test}]\n"

@@ -15,7 +15,6 @@ from spawner import edge
 from spawner import settings as s
 from spawner.localauth import browser_address
 
-pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -8,8 +8,6 @@ from tornado.web import Application, RequestHandler
 from spawner.faststart import wait_until_answers
 from tests.support.stack import free_port
 
-pytestmark = pytest.mark.unit
-
 
 class NotFound(RequestHandler):
     def get(self) -> None:

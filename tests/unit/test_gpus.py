@@ -4,7 +4,6 @@ import pytest
 
 from spawner.gpus import GpuAssignments, NoGpuFree
 
-pytestmark = pytest.mark.unit
 DEVICES = ("0", "1", "2")
 
 

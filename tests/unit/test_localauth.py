@@ -15,8 +15,6 @@ from spawner.localauth import (
     SignInThrottle,
 )
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture
 def authenticator(tmp_path):

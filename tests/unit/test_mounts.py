@@ -10,8 +10,6 @@ from docker.errors import APIError
 from spawner.datapool import DataPool, escape_name
 from spawner.docker import GROUPS_DIR, HOME, SHARED_DIR, pool_mounts, vanished_folder
 
-pytestmark = pytest.mark.unit
-
 HOST = Path("/host/pool")
 
 

@@ -15,8 +15,6 @@ from spawner.names import (
 from spawner.proxy import route_problem
 from tests.support.hostile import REFUSED, SAME_AS
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("name", REFUSED)
 def test_hostile_names_are_refused_with_the_rule(name):

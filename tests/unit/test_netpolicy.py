@@ -5,8 +5,6 @@ import pytest
 from spawner import settings as s
 from spawner.netpolicy import Network, chain_names, egress_rules, nameservers, restore_text, wanted_rules
 
-pytestmark = pytest.mark.unit
-
 NETWORK = Network(bridge="br-0123456789ab", trusted=("172.20.0.2", "172.20.0.3"), hub="172.20.0.3")
 
 

@@ -22,8 +22,6 @@ from spawner import settings as s
 from spawner.auth import authenticator_config
 from spawner.names import USERNAME_RULE
 
-pytestmark = pytest.mark.unit
-
 IDP = "https://sso.uni.example/realms/teaching"
 TOKEN_URL = f"{IDP}/token"
 USERINFO_URL = f"{IDP}/userinfo"

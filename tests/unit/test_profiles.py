@@ -17,7 +17,6 @@ from spawner.profiles import (
     profile_from_form,
 )
 
-pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = Defaults(image="dshub/lab:test", cpu=1.0, mem_limit=2 * 2**30, pids=512)
 

@@ -9,8 +9,6 @@ from jupyterhub_traefik_proxy.traefik_utils import generate_alias, generate_rule
 
 from spawner.proxy import DshubTraefikProxy, route_problem, toml_dumps
 
-pytestmark = pytest.mark.unit
-
 
 def rules(routespecs: list[str]) -> dict:
     config: dict = {"http": {"routers": {}, "services": {}}, "jupyterhub": {"routes": {}}}

@@ -1,8 +1,4 @@
-import pytest
-
 from spawner.roster import parse
-
-pytestmark = pytest.mark.unit
 
 GOOD = """username,groups,role
 ada,g1;stats,student

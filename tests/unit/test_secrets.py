@@ -5,8 +5,6 @@ import pytest
 
 from spawner.secrets import ensure_secret
 
-pytestmark = pytest.mark.unit
-
 
 def test_secret_made_once_with_private_mode(tmp_path):
     directory = tmp_path / "secrets"

@@ -4,7 +4,6 @@ import pytest
 
 from spawner import settings as s
 
-pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 
 

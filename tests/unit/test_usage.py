@@ -4,8 +4,6 @@ import pytest
 
 from spawner.usage import ContainerRow, ServerUsage, container_row, ps_table, safe_cell, table
 
-pytestmark = pytest.mark.unit
-
 HOSTILE = [
     "eve\nada  (default)  small  0% of 1",
     "eve\x1b[2J",

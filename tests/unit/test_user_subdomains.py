@@ -22,8 +22,6 @@ from spawner.proxy import (
     user_subdomain,
 )
 
-pytestmark = pytest.mark.unit
-
 # A DNS label (RFC 1123): letters, digits, inner hyphens, at most 63 characters.
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 HUB = "hub.example.edu"
