@@ -113,11 +113,12 @@ def _owner_is_gone(project: str) -> bool:
 
 
 def sweep_test_leftovers() -> None:
-    """Remove containers, networks and volumes of earlier test runs that were interrupted.
+    """Remove containers, networks, volumes and firewall chains of earlier test runs that were interrupted.
 
     Stacks of this run and of other test runs still alive (e.g. a second clone
     testing in parallel) are left alone.
     """
+    projects = set()
     for kind, ls in (
         ("container", ["ps", "-a"]),
         ("network", ["network", "ls"]),
@@ -131,9 +132,22 @@ def sweep_test_leftovers() -> None:
             project = labels.get("dshub.project", "")
             if project.startswith(TEST_PREFIX) and _owner_is_gone(project):
                 names.append(row.get("ID") if kind == "container" else row.get("Name"))
+                projects.add(project)
         if names:
             rm = ["rm", "-f"] if kind == "container" else [kind, "rm"]
             docker(*rm, *names, check=False)
+    for project in sorted(projects):
+        remove_network_policy(project)
+
+
+def remove_network_policy(project: str) -> None:
+    """A stack's firewall chains (spawner/netpolicy.py), which outlive its containers."""
+    docker(
+        "run", "--rm", "--network", "host", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL",
+        "--label", f"dshub.project={project}",
+        f"dshub/netpolicy:{dshub_settings.VERSION}", "remove", "--project", project,
+        check=False,
+    )  # fmt: skip
 
 
 @dataclass
@@ -363,13 +377,7 @@ class Stack:
         if ids:
             docker("rm", "-f", *ids, check=False)
         self.compose("down", "-v", "--remove-orphans", check=False)
-        # The stack's firewall chains (spawner/netpolicy.py), which outlive its containers.
-        docker(
-            "run", "--rm", "--network", "host", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL",
-            "--label", f"dshub.project={self.project}",
-            f"dshub/netpolicy:{dshub_settings.VERSION}", "remove", "--project", self.project,
-            check=False,
-        )  # fmt: skip
+        remove_network_policy(self.project)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
