@@ -1,4 +1,6 @@
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-default-apps",
+    # Every container started or stopped next to the browser adds or removes an
+    # interface on this host, and Chromium then ends all its HTTP/2 sessions with
+    # ERR_NETWORK_CHANGED, streams in flight included (the https stacks' page loads).
+    # A person's browser on another machine never sees those interfaces: HTTP/1.1
+    # here, whose requests under way are left alone.
+    "--disable-http2",
 ]
 
 
@@ -62,9 +70,9 @@ def goto_after_network_change(page, url: str) -> None:
     """Navigate, again if Chromium saw the host's interfaces change meanwhile.
 
     A container starting or stopping adds or removes an interface on this host,
-    where the browser runs too; Chromium then closes its HTTP/2 sessions (https
-    here) and drops navigations under way with ERR_NETWORK_CHANGED. A person's
-    browser on another machine never sees that.
+    where the browser runs too; Chromium may then drop a connection it is still
+    opening with ERR_NETWORK_CHANGED (see CHROMIUM_ARGS). A person's browser on
+    another machine never sees that.
     """
     for _ in range(3):
         try:
@@ -74,6 +82,25 @@ def goto_after_network_change(page, url: str) -> None:
             if "ERR_NETWORK_CHANGED" not in str(error):
                 raise
     page.goto(url)
+
+
+def wait_for_settled_interfaces(timeout: float = 15) -> None:
+    """Until no address of this host is still tentative (IPv6 duplicate address detection).
+
+    A container that just started gave this host a new interface whose address
+    turns final a moment later, and Chromium takes that for a network change too
+    (see CHROMIUM_ARGS). Without iproute2 there is nothing to wait on.
+    """
+    ip = shutil.which("ip")
+    if ip is None:
+        return
+    deadline = time.monotonic() + timeout
+    while subprocess.run(
+        [ip, "-6", "addr", "show", "tentative"], capture_output=True, text=True
+    ).stdout.strip():
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def screenshot(page, name: str) -> Path:

@@ -26,7 +26,13 @@ from cryptography import x509
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.e2e.conftest import CHROMIUM_ARGS, goto_after_network_change, run_until_shown, screenshot
+from tests.e2e.conftest import (
+    CHROMIUM_ARGS,
+    goto_after_network_change,
+    run_until_shown,
+    screenshot,
+    wait_for_settled_interfaces,
+)
 from tests.support.certs import OwnCa, served_certificate
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
@@ -145,7 +151,10 @@ def trusting_browser(browser: Browser, acme_stack: Stack, tmp_path: Path) -> Ite
 def sign_in(browser: Browser, stack: Stack) -> Page:
     page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
     page.set_default_timeout(60_000)
-    page.goto(f"https://{HOST}:{stack.https_port}/hub/login?next={quote('/hub/spawn', safe='')}")
+    wait_for_settled_interfaces()
+    goto_after_network_change(
+        page, f"https://{HOST}:{stack.https_port}/hub/login?next={quote('/hub/spawn', safe='')}"
+    )
     initial = stack.initial_password(NAME)
     page.get_by_label("Username").fill(NAME)
     page.locator("#password_input").fill(initial)
@@ -201,6 +210,7 @@ def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_brows
     assert acme_state(acme_stack)["acme"]["Account"]["Email"] == "ops@dshub.test"
 
     # The same browser goes on working on the new certificate (a fresh workspace: the launcher).
+    wait_for_settled_interfaces()
     goto_after_network_change(page, f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab?reset")
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
     run_a_cell(page, "7 * 6 + 1", "43")
