@@ -45,6 +45,7 @@ from pathlib import Path
 
 import docker
 
+from . import heartbeat
 from . import settings as dshub_settings
 
 log = logging.getLogger("dshub.netpolicy")
@@ -53,7 +54,6 @@ INTERVAL = 1.0
 # Written after every successful round: the service's healthcheck, which the hub
 # waits for, so no user container starts before the policy holds.
 APPLIED = Path("/run/dshub-netpolicy-applied")
-HEALTHY_WITHIN = 10.0
 HUB_API_PORT = 8081
 # Roles (the dshub.role label) whose containers may open connections anywhere.
 TRUSTED_ROLES = frozenset({"hub", "proxy"})
@@ -261,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         remove(args.project or dshub_settings.load().project)
         return 0
     if args.command == "healthy":
-        try:
-            return 0 if time.time() - APPLIED.stat().st_mtime < HEALTHY_WITHIN else 1
-        except FileNotFoundError:
-            return 1
+        return 0 if heartbeat.healthy(APPLIED) else 1
     settings = dshub_settings.load()
     if not settings.network_policy:
         log.warning("DSHUB_NETWORK_POLICY is off: user containers can reach each other and the host")

@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import heartbeat
 from . import settings as dshub_settings
 from .disk import LIMITS_FILE, read_limits
 from .layout import POOL_DIR, QUOTA_DIR
@@ -53,7 +54,6 @@ INTERVAL = 1.0
 # A full check of every folder, even when the limits file did not change.
 RECHECK_SECONDS = 60.0
 APPLIED = Path("/run/dshub-quota-applied")
-HEALTHY_WITHIN = 10.0
 # Folders whose whole tree has its project id, kept by the service: a folder is
 # walked once, not at every start of the service.
 ADOPTED_FILE = "adopted.json"
@@ -338,10 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s quota: %(message)s")
     if args.command == "healthy":
-        try:
-            return 0 if time.time() - APPLIED.stat().st_mtime < HEALTHY_WITHIN else 1
-        except FileNotFoundError:
-            return 1
+        return 0 if heartbeat.healthy(APPLIED) else 1
     settings = dshub_settings.load()
     run(Enforcer(POOL_DIR, QUOTA_DIR, settings.uid_min, settings.uid_max))
     return 0

@@ -84,6 +84,19 @@ def goto_after_network_change(page, url: str) -> None:
     page.goto(url)
 
 
+def wait_for_url_after_network_change(page, url, again: str, timeout: float = 180_000) -> None:
+    """page.wait_for_url; after ERR_NETWORK_CHANGED (see goto_after_network_change), from ``again``."""
+    for _ in range(3):
+        try:
+            page.wait_for_url(url, timeout=timeout)
+            return
+        except PlaywrightError as error:
+            if "ERR_NETWORK_CHANGED" not in str(error):
+                raise
+            goto_after_network_change(page, again)
+    page.wait_for_url(url, timeout=timeout)
+
+
 def wait_for_settled_interfaces(timeout: float = 15) -> None:
     """Until no address of this host is still tentative (IPv6 duplicate address detection).
 

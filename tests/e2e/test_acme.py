@@ -24,7 +24,6 @@ import pytest
 import requests
 from cryptography import x509
 from playwright.sync_api import Browser, Page, expect
-from playwright.sync_api import Error as PlaywrightError
 
 from tests.e2e.conftest import (
     CHROMIUM_ARGS,
@@ -32,6 +31,7 @@ from tests.e2e.conftest import (
     run_until_shown,
     screenshot,
     wait_for_settled_interfaces,
+    wait_for_url_after_network_change,
 )
 from tests.support.certs import OwnCa, served_certificate
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
@@ -181,15 +181,8 @@ def run_a_cell(page: Page, code: str, result: str) -> None:
 def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_browser):
     page = sign_in(trusting_browser, acme_stack)
     lab = f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab"
-    for _ in range(3):
-        try:
-            page.wait_for_url(f"{lab}**", timeout=180_000)
-            break
-        except PlaywrightError as error:
-            # The server's container starting changes this host's interfaces (conftest).
-            if "ERR_NETWORK_CHANGED" not in str(error):
-                raise
-            goto_after_network_change(page, lab)
+    # The server's container starting changes this host's interfaces (conftest).
+    wait_for_url_after_network_change(page, f"{lab}**", again=lab)
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
     # The kernel's websocket over wss, through the edge, with a certificate the browser trusts.
     run_a_cell(page, "6 * 7", "42")

@@ -20,11 +20,10 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
-from playwright.sync_api import Error as PlaywrightError
 
 from spawner.docker import HOME
 from spawner.proxy import user_label
-from tests.e2e.conftest import goto_after_network_change, run_until_shown, screenshot
+from tests.e2e.conftest import run_until_shown, screenshot, wait_for_url_after_network_change
 from tests.support.certs import OwnCa
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
@@ -87,14 +86,8 @@ def first_sign_in(browser: Browser, stack: Stack, name: str, next_path: str) -> 
 def open_lab(page: Page, stack: Stack, owner: str) -> None:
     """Wait for the owner's Lab, through the hub's question to a classmate if it asks."""
     arrived = re.compile(rf"({re.escape(origin(stack, owner))}/user/|.*/hub/api/oauth2/authorize)")
-    try:
-        page.wait_for_url(arrived)
-    except PlaywrightError as error:
-        # A container starting changed this host's interfaces (conftest): go on from the Lab's address.
-        if "ERR_NETWORK_CHANGED" not in str(error):
-            raise
-        goto_after_network_change(page, lab_url(stack, owner))
-        page.wait_for_url(arrived)
+    # A container starting changes this host's interfaces (conftest): then on from the Lab's address.
+    wait_for_url_after_network_change(page, arrived, again=lab_url(stack, owner), timeout=60_000)
     if "/oauth2/authorize" in page.url:
         page.get_by_role("button", name=re.compile("Authorize")).click()
     page.wait_for_url(f"{lab_url(stack, owner)}**", timeout=180_000)

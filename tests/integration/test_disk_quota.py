@@ -48,6 +48,14 @@ def start_watching(person: HubSession) -> tuple[requests.Response, list[str]]:
     raise AssertionError("three spawns ended before their progress could be read")
 
 
+def started(person: HubSession) -> list[str]:
+    """Start the default server, which must start; the progress messages it showed."""
+    answer, progress = start_watching(person)
+    assert answer.status_code in (201, 202), answer.text
+    person.wait_ready("", time.monotonic())
+    return progress
+
+
 def _start_and_read(person: HubSession) -> tuple[requests.Response, list[str]]:
     answers: list[requests.Response] = []
     poster = threading.Thread(
@@ -94,9 +102,7 @@ def stack(tmp_path_factory):
 
 def test_use_is_shown_warned_near_the_quota_and_a_start_far_over_is_refused(stack):
     ada = stack.sign_up("ada", "ada-password")
-    answer, progress = start_watching(ada)
-    assert answer.status_code in (201, 202), answer.text
-    ada.wait_ready("", time.monotonic())
+    progress = started(ada)
     assert any(
         re.fullmatch(r"Your files use [0-9.]+K of your 8M disk quota \(\d+%\)\.", m) for m in progress
     ), progress
@@ -105,9 +111,7 @@ def test_use_is_shown_warned_near_the_quota_and_a_start_far_over_is_refused(stac
     write(ada, "data.bin", 7 * 2**20 + 2**19)  # 7.5M of 8M: above 90%, below 110%
     assert re.search(r"\s(7\.[5-9]M)/8M 9[4-9]%(\s|$)", usage_row(stack, "ada")), usage_row(stack, "ada")
     ada.stop_server()
-    answer, progress = start_watching(ada)
-    assert answer.status_code in (201, 202), answer.text
-    ada.wait_ready("", time.monotonic())
+    progress = started(ada)
     warned = [m for m in progress if m.startswith("Your files use")]
     assert len(warned) == 1 and "of your 8M disk quota (9" in warned[0], progress
     assert "above 110% (8.8M) no new server of yours can be started" in warned[0]
@@ -130,9 +134,7 @@ def test_use_is_shown_warned_near_the_quota_and_a_start_far_over_is_refused(stac
     admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
     assert admin.api("POST", "/groups/projects").status_code in (201, 409)
     assert admin.api("POST", "/groups/projects/users", json={"users": ["ada"]}).status_code == 200
-    answer, progress = start_watching(ada)
-    assert answer.status_code in (201, 202), answer.text
-    ada.wait_ready("", time.monotonic())
+    progress = started(ada)
     assert any(
         re.fullmatch(r"Your files use 9\.[5-9]M of your 64M disk quota \(15%\)\.", m) for m in progress
     ), progress

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,16 @@ def next_version() -> Iterator[str]:
         yield NEXT
     finally:
         docker("rmi", *(f"dshub/{name}:{NEXT}" for name in REPLACED), check=False)
+
+
+def run_upgrade(stack: Stack, backups: Path) -> subprocess.CompletedProcess[str]:
+    """spawner.upgrade on the stack, as `make upgrade-stack` runs it."""
+    compose, env = stack.compose_invocation()
+    return subprocess.run(
+        [sys.executable, "-m", "spawner.upgrade", "--backups", str(backups), "--project", stack.project,
+         "--", *compose],
+        env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
 
 
 def image_of(container: str) -> str:
@@ -95,15 +106,10 @@ def test_upgrade_replaces_the_hub_while_a_user_keeps_working(tmp_path, next_vers
         # The new version: its images and its settings (its default user image).
         stack.extra_env["dshub_tag"] = next_version
         stack.render(DSHUB_USER_IMAGE=f"dshub/datascience:{next_version}")
-        compose, env = stack.compose_invocation()
         probe = Probe(stack, kernel)
         probe.start()
         backups = tmp_path / "backups"
-        upgraded = subprocess.run(
-            [sys.executable, "-m", "spawner.upgrade", "--backups", str(backups), "--project", stack.project,
-             "--", *compose],
-            env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        upgraded = run_upgrade(stack, backups)
         stack.wait_healthy()
         probe.stop.set()
         probe.join(timeout=60)
@@ -150,12 +156,7 @@ def test_upgrade_migrates_an_older_database(tmp_path):
         older = stack.compose("run", "--rm", "--no-deps", "-T", "hub", "python3", "-c", DOWNGRADE)
         revision = older.stdout.strip().splitlines()[-1]
 
-        compose, env = stack.compose_invocation()
-        upgraded = subprocess.run(
-            [sys.executable, "-m", "spawner.upgrade", "--backups", str(tmp_path / "backups"),
-             "--project", stack.project, "--", *compose],
-            env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        upgraded = run_upgrade(stack, tmp_path / "backups")
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
         assert f"Running upgrade {revision} ->" in upgraded.stdout + upgraded.stderr
         stack.wait_healthy()

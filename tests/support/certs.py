@@ -55,10 +55,14 @@ class OwnCa:
         names: list[str],
         cert_name: str = "fullchain.pem",
         key_name: str = "privkey.pem",
+        expired: bool = False,
     ) -> x509.Certificate:
-        """A certificate for ``names`` with its chain, and its key (0600), as an operator gets them."""
+        """A certificate for ``names`` with its chain, and its key (0600), as an operator gets them.
+
+        ``expired``: one whose last day was yesterday.
+        """
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
+        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2 if expired else 0)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))

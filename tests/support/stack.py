@@ -177,9 +177,7 @@ class Stack:
         self.config_dir.mkdir(exist_ok=True)
         if self.profiles is not None:
             (self.config_dir / "profiles.yaml").write_text(self.profiles)
-        env = {**self._base_env(), **self.overrides}
-        self.settings = dshub_settings.load(env)
-        self.settings_file.write_text(dshub_settings.render(None, env))
+        self.render()
 
     @property
     def url(self) -> str:

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from spawner import edge
 from spawner import settings as s
 from spawner.localauth import browser_address
+from tests.support.certs import OwnCa
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -244,26 +242,7 @@ def test_operator_pair_checked_before_it_is_served(tmp_path):
 
 def test_an_expired_operator_certificate_is_refused(tmp_path):
     settings = load(DSHUB_TLS="files", DSHUB_PUBLIC_URL="https://hub.example.edu")
-    (tmp_path / "tls").mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.example.edu")])
-    now = datetime.datetime.now(datetime.UTC)
-    expired = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=10))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "tls" / "fullchain.pem").write_bytes(expired.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls" / "privkey.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    OwnCa(tmp_path / "ca.pem").issue(tmp_path / "tls", ["hub.example.edu"], expired=True)
     with pytest.raises(edge.CertificateError, match="expired"):
         edge.install_operator_files(settings, tmp_path, tmp_path / "served", tmp_path / "rules.yaml")
 

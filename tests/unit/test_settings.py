@@ -67,6 +67,15 @@ def test_good_values(key, raw, expected):
         ("DSHUB_GITLAB_URL", "http://[::2]:8929", "uses plain http"),
         ("DSHUB_OIDC_ISSUER", "http://[::::]:9400", "not an http(s) URL"),
         ("DSHUB_OIDC_ISSUER", "ftp://sso.uni.example", "not an http(s) URL"),
+        ("DSHUB_DISK_QUOTA", "10 GB", "not a disk size"),
+        ("DSHUB_DISK_QUOTA", "-1G", "not a disk size"),
+        ("DSHUB_DISK_QUOTA", "512K", "out of range: use 1M..1024T"),
+        ("DSHUB_DISK_QUOTA", "2000T", "out of range"),
+        ("DSHUB_DISK_QUOTA", "9" * 40, "not a disk size"),
+        ("DSHUB_DISK_QUOTA", "10G; rm -rf /", "not a disk size"),
+        ("DSHUB_DISK_QUOTA_WARN", "0", "out of range: use 1..100"),
+        ("DSHUB_DISK_QUOTA_REFUSE", "99", "out of range: use 100..1000"),
+        ("DSHUB_DISK_QUOTA_ENFORCE", "xfs", "not one of: off, project"),
     ],
 )
 def test_bad_values_name_the_setting(key, raw, message):
