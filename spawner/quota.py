@@ -20,8 +20,10 @@ while it runs would lead it into someone else's files. Here every entry is
 opened relative to its parent with ``O_NOFOLLOW``.
 
 Every ``INTERVAL`` seconds the service reads the limits file and puts back any
-limit or project id that differs (a restored backup, a folder an admin moved
-back), and touches :data:`APPLIED`, its healthcheck. On a pool without enforced
+limit that differs and the project id of each user's folder itself; the files
+inside are marked once, when the folder is first seen (``adopted.json``: clear
+it after putting files back from a backup), and touches :data:`APPLIED`, its
+healthcheck. On a pool without enforced
 project quotas it logs what to do and stays unhealthy, so ``make up`` stops there.
 """
 

@@ -137,8 +137,8 @@ def _abs_path(name: str, raw: str) -> Path:
     return path
 
 
-def _mounted_file(name: str, raw: str) -> Path:
-    """A host file compose mounts with its short syntax, where ':' and ',' mean something."""
+def _mounted_path(name: str, raw: str) -> Path:
+    """A host path compose mounts with its short syntax, where ':' and ',' mean something."""
     path = _abs_path(name, raw)
     if re.search(r"[:,]", raw):
         raise SettingsError(f"{name}={raw!r} must not hold ':' or ',' (compose reads them in a mount).")
@@ -300,7 +300,7 @@ SETTINGS: tuple[Setting, ...] = (
         str(REPO_ROOT / "data" / "pool"),
         "Absolute host path of the data pool: users' files live in <pool>/users/<name>. "
         "Default: data/pool in the checkout (git-ignored).",
-        _abs_path,
+        _mounted_path,
     ),
     Setting(
         "DSHUB_PUBLIC_URL",
@@ -377,7 +377,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "DSHUB_TLS=acme with a private ACME CA (step-ca, a test CA): absolute host path of the PEM "
         "certificate that the ACME directory's own https is signed with. Empty: the system's CAs.",
-        _mounted_file,
+        _mounted_path,
     ),
     Setting(
         "DSHUB_HSTS_SECONDS",
@@ -711,7 +711,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Its profiles.yaml (see docs/profiles.md) lists what users may choose at spawn; the hub "
         "re-reads it when it changes. Without that file there is one profile made of "
         "DSHUB_USER_IMAGE, DSHUB_MEM_LIMIT, DSHUB_CPU_LIMIT and DSHUB_PIDS_LIMIT.",
-        _abs_path,
+        _mounted_path,
     ),
     Setting(
         "DSHUB_CULL_IDLE_TIMEOUT",

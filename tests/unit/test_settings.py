@@ -67,6 +67,8 @@ def test_good_values(key, raw, expected):
         ("DSHUB_GITLAB_URL", "http://[::2]:8929", "uses plain http"),
         ("DSHUB_OIDC_ISSUER", "http://[::::]:9400", "not an http(s) URL"),
         ("DSHUB_OIDC_ISSUER", "ftp://sso.uni.example", "not an http(s) URL"),
+        ("DSHUB_POOL_DIR", "/srv/a:/etc", "must not hold ':' or ','"),
+        ("DSHUB_CONFIG_DIR", "/srv/config,ro", "must not hold ':' or ','"),
         ("DSHUB_DISK_QUOTA", "10 GB", "not a disk size"),
         ("DSHUB_DISK_QUOTA", "-1G", "not a disk size"),
         ("DSHUB_DISK_QUOTA", "512K", "out of range: use 1M..1024T"),
