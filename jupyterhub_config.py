@@ -14,7 +14,7 @@ from spawner import settings as dshub_settings
 from spawner.auth import authenticator_config
 from spawner.datapool import DataPool
 from spawner.disk import LimitsFile
-from spawner.docker import HOME, DataPoolSpawner, HubShared
+from spawner.docker import HOME, DataPoolSpawner, HubShared, SwarmDataPoolSpawner
 from spawner.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, QUOTA_DIR, RULES_FILE, secrets_dir
 from spawner.names import ControlFreeLogRecord
 from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
@@ -61,6 +61,10 @@ if settings.user_subdomains:
     c.JupyterHub.cookie_host_prefix_enabled = settings.public_url.startswith("https://")
 # Users survive the hub: their containers and routes outlive a hub restart.
 c.JupyterHub.cleanup_servers = False
+if settings.mode == "swarm":
+    # `make swarm-up` after `make build` is the upgrade: the new hub migrates the
+    # database as it starts, after copying the SQLite file (docs/scale-out.md).
+    c.JupyterHub.upgrade_db = True
 
 # -- edge proxy: Traefik in its own container -------------------------------
 c.JupyterHub.proxy_class = DshubTraefikProxy
@@ -105,7 +109,9 @@ c[auth.cls.__name__].update(auth.traits)
 c.DataPoolSpawner.update(auth.spawner_traits)
 
 # -- user servers: image and limits come from the profile the user chose -----
-c.JupyterHub.spawner_class = DataPoolSpawner
+# DSHUB_MODE=swarm: the same servers as swarm services, on any node (spawner/swarmstack.py).
+c.JupyterHub.spawner_class = SwarmDataPoolSpawner if settings.mode == "swarm" else DataPoolSpawner
+c.SwarmDataPoolSpawner.network_policy = settings.network_policy
 DataPoolSpawner.share(
     HubShared(
         pool=DataPool.from_settings(settings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,18 +11,28 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from docker.errors import APIError
-from docker.types import DeviceRequest, Mount
-from dockerspawner import DockerSpawner
+from docker.types import (
+    ContainerSpec,
+    DeviceRequest,
+    EndpointSpec,
+    Mount,
+    Placement,
+    Resources,
+    RestartPolicy,
+    TaskTemplate,
+)
+from dockerspawner import DockerSpawner, SwarmSpawner
 from tornado import web
-from traitlets import Bool, Dict, Instance, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Float, Instance, Integer, List, Unicode, default
 
 from .culling import check_interval
 from .datapool import Account, DataPool, PoolError, escape_name
 from .disk import LimitsFile, QuotaState, UsageMeter
-from .faststart import FastStart
+from .faststart import FastStart, StartFailed
 from .gpus import GpuAssignments, NoGpuFree
 from .names import shown, username_problem
-from .profiles import Profile, ProfileError, ProfilesFile, options_form, profile_from_form
+from .profiles import Profile, ProfileError, Profiles, ProfilesFile, options_form, profile_from_form
+from .swarmpolicy import POLICED_ALIAS
 
 HOME = "/home/jovyan"
 # Group folders and course material are mounted outside the home, in the image's
@@ -117,15 +128,45 @@ def pool_mounts(
     return Mounts(mounts, gids)
 
 
+class ServiceFailed(StartFailed):
+    """Swarm mode: the server's task was refused or ended before it ran; the message says why."""
+
+
 def vanished_folder(error: BaseException, pool: DataPool) -> str | None:
     """The folder an engine error says is missing as a bind source (pool-relative), if it says so."""
-    if not isinstance(error, APIError):
+    if isinstance(error, APIError):
+        said = str(error.explanation)
+    elif isinstance(error, ServiceFailed):
+        said = str(error)
+    else:
         return None
-    match = _MISSING_SOURCE.search(str(error.explanation))
+    match = _MISSING_SOURCE.search(said)
     if match is None:
         return None
     path = Path(match[1])
     return str(path.relative_to(pool.host_root)) if path.is_relative_to(pool.host_root) else str(path)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What makes a user's server theirs and safe, the same whatever runs it.
+
+    Derived at every start from the pool, the profile and the user's groups; each
+    mode turns it into its engine's terms (:meth:`DataPoolSpawner._apply_server_spec`
+    for a container, :meth:`SwarmDataPoolSpawner.create_object` for a swarm service).
+    """
+
+    user: str  # "uid:gid"
+    group_add: list[int]
+    mounts: list[Mount]
+    labels: dict[str, str]
+    pids_limit: int
+    gpus: int = 0
+    # Single-host mode: the devices given; swarm mode: none (the swarm picks a node's).
+    gpu_devices: tuple[str, ...] = ()
+    gpu_driver: str = "nvidia"
+    # Swarm placement constraints of the profile (node.labels.course == ds101).
+    placement: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +223,7 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     disk_state = Instance(
         QuotaState, allow_none=True, help="The user's folder against their quota, at start."
     )
+    server_spec = Instance(ServerSpec, allow_none=True, help="The server's uid, mounts, limits and labels.")
 
     @classmethod
     def share(cls, shared: HubShared) -> None:
@@ -358,44 +400,32 @@ class DataPoolSpawner(FastStart, DockerSpawner):
             list(self.group_folders),
             self.instructors_group,
         )
-        host_config: dict[str, Any] = {
-            **hardened_host_config(self.pids_limit),
-            "group_add": mounts.group_add,
-            # Merged over DockerSpawner's own list, it replaces it: config adds no mount.
-            "mounts": mounts.mounts,
-        }
+        gpu_devices: tuple[str, ...] = ()
         if profile.gpus:
-            try:
-                devices = self.gpu_assignments.assign(
-                    self.owner_key,
-                    self.user.name,
-                    profile.gpus,
-                    profiles.gpu_devices,
-                    shared=profile.gpu_shared,
-                    user_limit=profiles.gpus_per_user,
-                )
-            except NoGpuFree as e:
-                raise web.HTTPError(409, str(e)) from None
-            self.gpu_devices = list(devices)
-            host_config["device_requests"] = [
-                DeviceRequest(driver=profiles.gpu_driver, device_ids=list(devices), capabilities=[["gpu"]])
-            ]
-            self._progress(20, f"GPU(s) {', '.join(devices)} assigned")
-        # No legacy binds at all, not even from config: they make a missing source as root.
-        self.volumes = {}
-        self.extra_create_kwargs = {
-            "user": f"{account.uid}:{account.gid}",
-            "working_dir": HOME,
-            "labels": container_labels(
+            gpu_devices = self._assign_gpus(profile, profiles)
+            if gpu_devices:
+                self._progress(20, f"GPU(s) {', '.join(gpu_devices)} assigned")
+        self.server_spec = ServerSpec(
+            user=f"{account.uid}:{account.gid}",
+            group_add=mounts.group_add,
+            mounts=mounts.mounts,
+            labels=container_labels(
                 self.project,
                 self.user.name,
                 self.name,
                 profile.name,
-                tuple(self.gpu_devices),
+                gpu_devices,
                 self.disk_state.quota if self.disk_state else None,
             ),
-        }
-        self.extra_host_config = host_config
+            pids_limit=self.pids_limit,
+            gpus=profile.gpus,
+            gpu_devices=gpu_devices,
+            gpu_driver=profiles.gpu_driver,
+            placement=profile.placement,
+        )
+        # No legacy binds at all, not even from config: they make a missing source as root.
+        self.volumes = {}
+        self._apply_server_spec(self.server_spec)
         self._progress(40, f"Starting your container from {profile.image}")
         try:
             return await super().start()
@@ -409,6 +439,43 @@ class DataPoolSpawner(FastStart, DockerSpawner):
                     "Start again; if this repeats, an admin must look at the pool."
                 ) from e
             raise
+
+    def _assign_gpus(self, profile: Profile, profiles: Profiles) -> tuple[str, ...]:
+        """This host's GPU devices for the server, from the hub's ledger."""
+        try:
+            devices = self.gpu_assignments.assign(
+                self.owner_key,
+                self.user.name,
+                profile.gpus,
+                profiles.gpu_devices,
+                shared=profile.gpu_shared,
+                user_limit=profiles.gpus_per_user,
+            )
+        except NoGpuFree as e:
+            raise web.HTTPError(409, str(e)) from None
+        self.gpu_devices = list(devices)
+        return tuple(devices)
+
+    def _apply_server_spec(self, spec: ServerSpec) -> None:
+        """The spec as a container's create arguments and host config.
+
+        They replace ``extra_create_kwargs``/``extra_host_config`` from config:
+        config cannot weaken them.
+        """
+        host_config: dict[str, Any] = {
+            **hardened_host_config(spec.pids_limit),
+            "group_add": spec.group_add,
+            # Merged over DockerSpawner's own list, it replaces it: config adds no mount.
+            "mounts": spec.mounts,
+        }
+        if spec.gpu_devices:
+            host_config["device_requests"] = [
+                DeviceRequest(
+                    driver=spec.gpu_driver, device_ids=list(spec.gpu_devices), capabilities=[["gpu"]]
+                )
+            ]
+        self.extra_create_kwargs = {"user": spec.user, "working_dir": HOME, "labels": spec.labels}
+        self.extra_host_config = host_config
 
     async def start_object(self) -> None:
         await super().start_object()
@@ -454,3 +521,248 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         if self.disk_state is not None:
             env.update(disk_env(self.disk_state))
         return env
+
+
+# A swarm task's states before its container runs (docker/swarmkit api/types.proto).
+_TASK_STARTING = frozenset(
+    {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
+)
+# Service names are DNS labels.
+SERVICE_NAME_MAX = 63
+
+
+def service_name(name: str) -> str:
+    """``name`` cut to a DNS label, still one per server (a digest of the whole name ends it)."""
+    if len(name) <= SERVICE_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: SERVICE_NAME_MAX - 14]}--{digest}"
+
+
+def service_resources(spec: ServerSpec, cpu_limit: float | None, mem_limit: int | None) -> Resources:
+    """Limits of the server's task: CPU, memory, processes, and GPUs as the nodes advertise them."""
+    resources = Resources(
+        cpu_limit=int(cpu_limit * 1e9) if cpu_limit else None,
+        mem_limit=mem_limit,
+        # A node offers its GPUs as generic resources (docs/scale-out.md, GPUs).
+        generic_resources={SWARM_GPU_RESOURCE: spec.gpus} if spec.gpus else None,
+    )
+    # docker-py has no argument for it; the engine's API has it since 1.41.
+    resources.setdefault("Limits", {})["Pids"] = spec.pids_limit
+    return resources
+
+
+def task_address(task: dict[str, Any], network: str) -> str | None:
+    """The task's address on ``network`` (its overlay), where Traefik and the hub reach it."""
+    for attachment in task.get("NetworksAttachments") or ():
+        if attachment.get("Network", {}).get("Spec", {}).get("Name") == network:
+            addresses = attachment.get("Addresses") or ()
+            return addresses[0].split("/")[0] if addresses else None
+    return None
+
+
+# The generic resource a node's GPUs are advertised as (dockerd's node-generic-resources).
+SWARM_GPU_RESOURCE = "NVIDIA-GPU"
+# Run before the image's entrypoint: nothing of the user's starts until the node's
+# policy agent has put the server's firewall in place and marked its loopback
+# interface, which it alone can (spawner/swarmpolicy.py).
+POLICY_GATE = (
+    "i=0; "
+    f'until [ "$(cat /sys/class/net/lo/ifalias 2>/dev/null)" = {POLICED_ALIAS} ]; do '
+    'i=$((i+1)); if [ "$i" -gt "$((DSHUB_POLICY_WAIT * 20))" ]; then '
+    'echo "dshub: the network policy of this server was not in place within $DSHUB_POLICY_WAIT s: '
+    "is the stack's netpolicy agent running on this node?\" >&2; exit 70; fi; "
+    "sleep 0.05; done; "
+    'exec "$@"'
+)
+
+
+def entrypoint_wrapper(entrypoint: list[str], policy: bool) -> list[str]:
+    """The image's entrypoint behind no-new-privileges and (with the policy) the policy gate."""
+    gate = ["/bin/sh", "-c", POLICY_GATE, "dshub-policy-gate"] if policy else []
+    return ["setpriv", "--no-new-privs", "--", *gate, *entrypoint]
+
+
+class SwarmDataPoolSpawner(DataPoolSpawner, SwarmSpawner):
+    """Swarm mode (DSHUB_MODE=swarm): the same server as a one-task swarm service, on any node.
+
+    Everything but the engine's terms comes from :class:`DataPoolSpawner`: uid,
+    mounts, labels, limits and profile are the same :class:`ServerSpec`. What swarm
+    mode changes:
+
+    * the task never restarts by itself (``condition: none``): a server that ends,
+      or whose node fails, is reported stopped, and the next start is placed anew;
+    * the hub and Traefik reach the task's own address on the overlay (no virtual
+      IP, so no load-balancer hop and no address spent per server);
+    * no-new-privileges, which a service's spec cannot carry on engine API 1.41,
+      is set by ``setpriv --no-new-privs`` in front of the image's entrypoint;
+      the kernel keeps the flag across every exec that follows;
+    * a task the swarm refuses or cannot place ends the start with the swarm's reason.
+    """
+
+    unplaceable_timeout = Float(
+        10.0,
+        help="Seconds a task may wait for a node that meets its profile's placement and resources "
+        "before the start fails with the swarm's reason.",
+    ).tag(config=True)
+
+    task_id = Unicode("", help="The swarm task the server runs as (kept in the hub's state).")
+    network_policy = Bool(
+        True, help="DSHUB_NETWORK_POLICY: servers wait for their node's policy agent before they start."
+    ).tag(config=True)
+    policy_wait = Integer(
+        30, help="Seconds a server waits for its node's policy agent before it gives up."
+    ).tag(config=True)
+
+    @default("object_name")
+    def _object_name_default(self) -> str:
+        return service_name(super()._object_name_default())
+
+    def _assign_gpus(self, profile: Profile, profiles: Profiles) -> tuple[str, ...]:
+        # The swarm gives a node's GPUs to the task; the hub's per-host ledger does not apply.
+        return ()
+
+    def _apply_server_spec(self, spec: ServerSpec) -> None:
+        # create_object builds the service from the spec itself; nothing from config.
+        self.extra_create_kwargs = {}
+
+    async def create_object(self) -> dict[str, Any]:
+        spec = self.server_spec
+        assert spec is not None
+        image = await self.docker("inspect_image", self.image)
+        entrypoint = image["Config"].get("Entrypoint") or []
+        container = ContainerSpec(
+            image=self.image,
+            command=entrypoint_wrapper(entrypoint, self.network_policy),
+            args=await self.get_command(),
+            env=self.get_env(),
+            user=spec.user,
+            groups=[str(gid) for gid in spec.group_add],
+            workdir=HOME,
+            labels=spec.labels,
+            mounts=spec.mounts,
+            cap_drop=["ALL"],
+            init=False,  # the image runs tini itself
+        )
+        task = TaskTemplate(
+            container_spec=container,
+            resources=service_resources(spec, self.cpu_limit, self.mem_limit),
+            restart_policy=RestartPolicy(condition="none"),
+            placement=Placement(constraints=list(spec.placement) or None),
+            networks=[self.network_name],
+        )
+        return await self.docker(
+            "create_service",
+            task_template=task,
+            name=self.object_name,
+            labels=spec.labels,
+            endpoint_spec=EndpointSpec(mode="dnsrr"),
+        )
+
+    async def start(self) -> Any:
+        try:
+            return await super().start()
+        except StartFailed:
+            # Removed at once: JupyterHub stops only servers its poll() finds
+            # running, and this one never ran or has ended.
+            if self.object_id:
+                await self.remove_object()
+                self.object_id = ""
+            raise
+
+    async def start_object(self) -> None:
+        """Wait until the task runs; a refused or ended task, or one no node can take, fails the start."""
+        await self._wait_for_task()
+        self._progress(70, "Container started; waiting for your server to answer")
+
+    async def _wait_for_task(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        interval = 0.1
+        said = ""
+        while True:
+            task = await self.get_task()
+            status = (task or {}).get("Status", {})
+            state = str(status.get("State", "new")).lower()
+            if task and state == "running":
+                self.task_id = task["ID"]
+                break
+            reason = status.get("Err") or status.get("Message") or state
+            if state not in _TASK_STARTING:
+                raise ServiceFailed(await self._task_ended(state, reason))
+            waited = loop.time() - began
+            if state == "pending" and status.get("Err") and waited > self.unplaceable_timeout:
+                raise ServiceFailed(f"No node of the swarm can run your server: {status['Err']}")
+            if reason != said:
+                said = reason
+                node = f" on node {task['NodeID'][:12]}" if task and task.get("NodeID") else ""
+                self._progress(50, f"Your server's task is {state}{node}")
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
+    async def start_failure(self) -> str | None:
+        task = await self.get_task()
+        status = (task or {}).get("Status", {})
+        state = str(status.get("State", "gone")).lower()
+        if task and (state == "running" or state in _TASK_STARTING):
+            return None
+        return await self._task_ended(state, status.get("Err") or status.get("Message") or state)
+
+    async def _task_ended(self, state: str, reason: str) -> str:
+        """What the user is told of a task that ended: the swarm's reason and the server's last words."""
+        said = f"Your server could not start on the swarm ({state}): {reason}"
+        last = await asyncio.get_running_loop().run_in_executor(self.executor, self._last_log_line)
+        return f"{said}. It said: {last}" if last else said
+
+    def _last_log_line(self) -> str:
+        """The last line the task wrote, cut and without control characters (from the node, via the swarm)."""
+        try:
+            chunks = self.client.service_logs(self.object_id, stdout=True, stderr=True, tail=5)
+            text = b"".join(chunks).decode("utf-8", "replace")
+        except (APIError, OSError):
+            return ""
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            return ""
+        return "".join(ch for ch in lines[-1] if ch.isprintable())[:300]
+
+    async def poll(self) -> int | str | None:
+        """Running only while the task that started is: a task the swarm put in its place
+        (its node drained or lost) has another address and is reported stopped."""
+        task = await self.get_task()
+        if task is None:
+            return 0
+        status = task.get("Status", {})
+        state = str(status.get("State", "")).lower()
+        if self.task_id and task["ID"] != self.task_id:
+            return f"moved by the swarm to task {task['ID'][:12]} ({state})"
+        if state == "running" or state in _TASK_STARTING:
+            return None
+        return f"task {state}: {status.get('Err') or status.get('Message', '')}"
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.object_id and self.task_id:
+            state["task_id"] = self.task_id
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.task_id = state.get("task_id", "")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.task_id = ""
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        if self.network_policy:
+            env["DSHUB_POLICY_WAIT"] = str(self.policy_wait)
+        return env
+
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        task = await self.get_task()
+        address = task_address(task or {}, self.network_name)
+        if address is None:
+            raise ServiceFailed(f"Your server's task has no address on {self.network_name}.")
+        return address, self.port

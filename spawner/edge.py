@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 EDGE_DIR = Path("/srv/dshub/edge")  # volume: Traefik's static configuration (read-only there)
 STATIC_CONFIG_FILE = EDGE_DIR / "traefik.yaml"
+# Swarm mode on loopback: the forwarder's configuration (forwarder_config).
+FORWARDER_CONFIG_FILE = EDGE_DIR / "forwarder.yaml"
+FORWARDER_RULES_FILE = EDGE_DIR / "forwarder-rules.yaml"
 TLS_DIR = Path("/srv/dshub/tls")  # volume: the certificate and key Traefik serves (read-only there)
 ACME_DIR = Path("/srv/dshub/acme")  # volume: Traefik's ACME account and certificates
 ACME_STORAGE = ACME_DIR / "acme.json"
@@ -118,8 +121,12 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
     }
     # Without trusted addresses Traefik replaces X-Forwarded-* with what it sees itself.
-    forwarded = {"forwardedHeaders": {"trustedIPs": list(settings.trusted_proxies)}}
-    if settings.trusted_proxies:
+    forwarded: dict[str, Any] = {"forwardedHeaders": {"trustedIPs": list(settings.trusted_proxies)}}
+    if settings.swarm_forwarder:
+        # The forwarder passes each connection's client address in a PROXY protocol
+        # header: the sign-in limit and the logs see the browser, not the forwarder.
+        forwarded["proxyProtocol"] = {"trustedIPs": [settings.swarm_edge_subnet]}
+    if settings.trusted_proxies or settings.swarm_forwarder:
         http.update(forwarded)
     if settings.tls == "off":
         if settings.trusted_proxies:
@@ -134,7 +141,7 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
         "address": f":{CONTAINER_HTTPS_PORT}",
         "http": {**_request_headers(), "tls": tls, "middlewares": [f"{SECURITY_HEADERS}@file"]},
     }
-    if settings.trusted_proxies:
+    if settings.trusted_proxies or settings.swarm_forwarder:
         https.update(forwarded)
     if settings.tls == "acme":
         tls.update(certResolver=ACME_RESOLVER, domains=[{"main": public_host(settings)}])
@@ -147,6 +154,47 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
             acme["tlsChallenge"] = {}
         config["certificatesResolvers"] = {ACME_RESOLVER: {"acme": acme}}
     return config
+
+
+def forwarder_config() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Static and dynamic configuration of the swarm mode's loopback forwarder (a Traefik too).
+
+    A swarm publishes a service's ports on every address of a node, never on one
+    (127.0.0.1), so with a loopback DSHUB_BIND_ADDRESS a container outside the
+    swarm publishes them there and passes each connection on, bytes untouched
+    (TLS included), to the stack's Traefik over the edge network, saying who the
+    client is with a PROXY protocol header.
+    """
+    entry_points = {
+        HTTP_ENTRYPOINT: {"address": f":{CONTAINER_HTTP_PORT}"},
+        HTTPS_ENTRYPOINT: {"address": f":{CONTAINER_HTTPS_PORT}"},
+    }
+    static = {
+        "entryPoints": entry_points,
+        "providers": {"file": {"filename": str(FORWARDER_RULES_FILE)}},
+        "log": {"level": "WARN"},
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+    }
+    routers = {
+        name: {"entryPoints": [name], "rule": "HostSNI(`*`)", "service": name} for name in entry_points
+    }
+    services = {
+        name: {
+            "loadBalancer": {
+                "serversTransport": "proxy-protocol",
+                "servers": [{"address": f"proxy:{port}"}],
+            }
+        }
+        for name, port in ((HTTP_ENTRYPOINT, CONTAINER_HTTP_PORT), (HTTPS_ENTRYPOINT, CONTAINER_HTTPS_PORT))
+    }
+    dynamic = {
+        "tcp": {
+            "routers": routers,
+            "services": services,
+            "serversTransports": {"proxy-protocol": {"proxyProtocol": {"version": 2}}},
+        }
+    }
+    return static, dynamic
 
 
 def _request_headers() -> dict[str, str]:
@@ -372,13 +420,21 @@ def write_rules(rules: dict[str, Any], path: Path = TLS_RULES_FILE) -> None:
         raise
 
 
+def _write_config(path: Path, config: dict[str, Any]) -> None:
+    aside = path.with_suffix(".tmp")
+    aside.write_text(yaml.safe_dump(config, sort_keys=False))
+    aside.chmod(0o644)
+    aside.replace(path)
+
+
 def prepare(settings: dshub_settings.Settings) -> None:
     """Everything Traefik needs before it starts (the edge-init service)."""
     EDGE_DIR.mkdir(parents=True, exist_ok=True)
-    static = STATIC_CONFIG_FILE.with_suffix(".tmp")
-    static.write_text(yaml.safe_dump(static_config(settings), sort_keys=False))
-    static.chmod(0o644)
-    static.replace(STATIC_CONFIG_FILE)
+    _write_config(STATIC_CONFIG_FILE, static_config(settings))
+    if settings.swarm_forwarder:
+        forwarder_static, forwarder_rules = forwarder_config()
+        _write_config(FORWARDER_CONFIG_FILE, forwarder_static)
+        _write_config(FORWARDER_RULES_FILE, forwarder_rules)
     if settings.tls == "self-signed":
         write_rules(edge_rules(settings, ensure_self_signed(settings)))
     elif settings.tls == "files":

@@ -5,6 +5,9 @@
   server that took 4 s to start 1-2 s late. start() here first looks at the same
   URL every ``ready_poll_interval`` itself, so JupyterHub's first look finds the
   server up.
+* A server that ends before it answers (an entrypoint that fails, a swarm
+  task that stops) ends the start within a second or so, with the reason,
+  instead of after the whole timeout.
 * DockerSpawner makes every engine call of every spawn on one shared thread, so
   a class starting at once queues behind each other's create/start calls; here
   they share ``engine_threads`` threads.
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,16 +25,36 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer
 from traitlets.config import Configurable
 
+# How often a starting server is asked whether it has ended (an engine call).
+ENDED_CHECK_SECONDS = 1.0
 
-async def wait_until_answers(url: str, timeout: float, interval: float, max_interval: float) -> bool:
+
+class StartFailed(RuntimeError):
+    """The server could not start; the message says why, to the user too."""
+
+    @property
+    def jupyterhub_message(self) -> str:
+        # Shown by the hub's API and spawn page instead of "Internal Server Error".
+        return str(self)
+
+
+async def wait_until_answers(
+    url: str,
+    timeout: float,
+    interval: float,
+    max_interval: float,
+    ended: Callable[[], Awaitable[str | None]] | None = None,
+) -> bool:
     """Whether url answered HTTP (any status below 500, as JupyterHub counts it) within timeout.
 
     Looks every ``interval`` seconds at first, 1.25x longer each time up to
     ``max_interval``: quick for a quick server, cheap for the hub while a class's
-    servers start at once.
+    servers start at once. Every ``ENDED_CHECK_SECONDS`` asks ``ended`` why the
+    server has stopped, and raises :class:`StartFailed` with its answer.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    next_check = loop.time() + ENDED_CHECK_SECONDS
     client = AsyncHTTPClient()
     while True:
         try:
@@ -42,6 +66,11 @@ async def wait_until_answers(url: str, timeout: float, interval: float, max_inte
                 return True
         if loop.time() + interval > deadline:
             return False
+        if ended is not None and loop.time() >= next_check:
+            next_check = loop.time() + ENDED_CHECK_SECONDS
+            reason = await ended()
+            if reason is not None:
+                raise StartFailed(reason)
         await asyncio.sleep(interval)
         interval = min(interval * 1.25, max_interval)
 
@@ -92,5 +121,11 @@ class FastStart(Configurable):
             min(self.http_timeout, left),  # type: ignore[attr-defined]
             self.ready_poll_interval,
             self.ready_poll_max_interval,
+            self.start_failure,
         )
         return ip_port
+
+    async def start_failure(self) -> str | None:
+        """Why the server ended before it answered; None while it runs."""
+        status = await self.poll()  # type: ignore[attr-defined]
+        return None if status is None else f"Your server stopped while starting: {status}"

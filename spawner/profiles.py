@@ -36,6 +36,12 @@ PROFILES_FILE_NAME = "profiles.yaml"
 # A disk quota: a size (checked again by parse_disk_size) or none.
 DISK_QUOTA_PATTERN = r"^(none|[1-9][0-9]{0,15}[KMGTkmgt]?)$"
 
+# A swarm placement constraint: a node attribute or label, == or !=, a plain value.
+PLACEMENT_PATTERN = (
+    r"(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[A-Za-z0-9._-]{1,64})"
+    r" ?(==|!=) ?[A-Za-z0-9._-]{1,64}"
+)
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dshub profiles.yaml",
@@ -154,6 +160,15 @@ SCHEMA: dict[str, Any] = {
                     "description": "true: other shared-GPU servers may get these GPUs (default: exclusive).",
                     "type": "boolean",
                 },
+                "placement": {
+                    "description": "Swarm mode: constraints on the node the server runs on, as "
+                    "docker service create --constraint takes them (node.labels.gpu == true, "
+                    "node.hostname != lab-3); all must hold. Ignored in single-host mode.",
+                    "type": "array",
+                    "items": {"type": "string", "pattern": f"^{PLACEMENT_PATTERN}$"},
+                    "uniqueItems": True,
+                    "maxItems": 16,
+                },
                 "groups": {
                     "description": "Hub groups whose members may use it; omitted: everyone.",
                     "type": "array",
@@ -187,6 +202,7 @@ class Profile:
     gpu_shared: bool = False
     groups: tuple[str, ...] = ()
     default: bool = False
+    placement: tuple[str, ...] = ()
 
     def open_to(self, groups: Iterable[str]) -> bool:
         return not self.groups or not set(self.groups).isdisjoint(groups)
@@ -337,6 +353,7 @@ def parse(text: str, defaults: Defaults) -> Profiles:
                 gpu_shared=entry.get("gpu_shared", False),
                 groups=tuple(entry.get("groups", ())),
                 default=entry.get("default", False),
+                placement=tuple(entry.get("placement", ())),
             )
         )
     disk_per_user = _disk_quota(

@@ -127,6 +127,16 @@ def _ip(name: str, raw: str) -> str:
     return raw
 
 
+def _subnet(name: str, raw: str) -> str:
+    try:
+        network = ipaddress.IPv4Network(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an IPv4 network (e.g. 10.231.255.0/27).") from None
+    if not 8 <= network.prefixlen <= 28:
+        raise SettingsError(f"{name}={raw!r}: give a network of /8 to /28 (at least 16 addresses).")
+    return str(network)
+
+
 def _abs_path(name: str, raw: str) -> Path:
     path = Path(raw)
     # Braces too: DockerSpawner fills {placeholders} in the host config it is given.
@@ -272,6 +282,7 @@ DOMAIN_PATTERN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?
 TLS_MODES = ("off", "self-signed", "files", "acme")
 # A file inside DSHUB_CONFIG_DIR: no absolute path, no '..', nothing a shell or compose reads.
 CONFIG_FILE_PATTERN = r"(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*"
+MODES = ("single-host", "swarm")
 AUTHENTICATORS = ("local", "github", "gitlab", "google", "azuread", "generic")
 
 SETTINGS: tuple[Setting, ...] = (
@@ -281,6 +292,23 @@ SETTINGS: tuple[Setting, ...] = (
         "Name of this deployment: prefix of its containers, networks and volumes, "
         "and the label value that `make down`/`make clean` and the tests select by.",
         _str(r"[a-z][a-z0-9-]{0,29}", "a lowercase name (letters, digits, '-'; max 30)"),
+    ),
+    Setting(
+        "DSHUB_MODE",
+        "single-host",
+        "single-host: the hub starts each user's server as a container on this machine's engine "
+        "(make up). swarm: as a service of the Docker Swarm this machine manages, on whichever node "
+        "has room, with the same uid, files, limits and profiles (make swarm-up; docs/scale-out.md).",
+        _choice(*MODES),
+    ),
+    Setting(
+        "DSHUB_SWARM_EDGE_SUBNET",
+        "10.231.255.0/27",
+        "Swarm mode with a loopback DSHUB_BIND_ADDRESS: the overlay network between the local "
+        "forwarder that publishes the edge on this machine and Traefik; Traefik believes the "
+        "client addresses the forwarder passes on only from it. Change it if it overlaps a network "
+        "of yours.",
+        _subnet,
     ),
     Setting(
         "DSHUB_BIND_ADDRESS",
@@ -665,7 +693,8 @@ SETTINGS: tuple[Setting, ...] = (
         "on",
         "on: user containers reach only the hub's API and, as DSHUB_USER_EGRESS says, the "
         "outside world; never each other, Traefik, the host or metadata addresses (a service of "
-        "the stack keeps the host firewall so). off: no policy (only for trials).",
+        "the stack keeps the host firewall so; in swarm mode an agent on every node keeps each "
+        "server's own). off: no policy (only for trials).",
         _bool,
     ),
     Setting(
@@ -785,6 +814,11 @@ class Settings:
         return f"{self.project}-users"
 
     @property
+    def swarm_forwarder(self) -> bool:
+        """Swarm mode on loopback: a local forwarder publishes the edge (swarm cannot bind one address)."""
+        return self.mode == "swarm" and ipaddress.ip_address(self.bind_address).is_loopback
+
+    @property
     def oauth(self) -> bool:
         return self.authenticator != "local"
 
@@ -862,6 +896,8 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
     if values["DSHUB_USER_SUBDOMAINS"]:
         errors.extend(_subdomain_problems(values["DSHUB_PUBLIC_URL"]))
     errors.extend(_tls_problems(values, environ))
+    if values["DSHUB_MODE"] == "swarm":
+        errors.extend(_swarm_problems(values))
     if values["DSHUB_CULL_MAX_AGE"] and not values["DSHUB_CULL_IDLE_TIMEOUT"]:
         errors.append("DSHUB_CULL_MAX_AGE needs the culler: set DSHUB_CULL_IDLE_TIMEOUT above 0.")
     kind = values["DSHUB_AUTHENTICATOR"]
@@ -923,6 +959,24 @@ def _check_combinations(values: dict[str, Any], environ: Mapping[str, str]) -> l
         if values[name] and values[name].endswith("/"):
             errors.append(f"{name} must not end with '/': write it as the issuer claim does.")
     return errors
+
+
+def _swarm_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    bind = ipaddress.ip_address(values["DSHUB_BIND_ADDRESS"])
+    if not (bind.is_loopback or bind.is_unspecified):
+        problems.append(
+            f"DSHUB_BIND_ADDRESS={bind} with DSHUB_MODE=swarm: a swarm publishes ports on all of a "
+            "node's addresses or (through a local forwarder) on loopback only: use 0.0.0.0 and a "
+            "firewall, or 127.0.0.1 behind a terminator (docs/scale-out.md)."
+        )
+    if values["DSHUB_DISK_QUOTA_ENFORCE"] == "project":
+        problems.append(
+            "DSHUB_DISK_QUOTA_ENFORCE=project does not work with DSHUB_MODE=swarm yet (the quota "
+            "service marks folders on one host's filesystem): set the pool's quotas on the file "
+            "server, or use DSHUB_DISK_QUOTA without enforcement."
+        )
+    return problems
 
 
 # Settings that mean something only in one DSHUB_TLS mode.

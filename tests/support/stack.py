@@ -112,6 +112,10 @@ def _owner_is_gone(project: str) -> bool:
     return False
 
 
+def _stale(project: str) -> bool:
+    return project.startswith(TEST_PREFIX) and _owner_is_gone(project)
+
+
 def sweep_test_leftovers() -> None:
     """Remove containers, networks, volumes and firewall chains of earlier test runs that were interrupted.
 
@@ -119,6 +123,16 @@ def sweep_test_leftovers() -> None:
     testing in parallel) are left alone.
     """
     projects = set()
+    services = docker("service", "ls", "-q", "--filter", "label=dshub.project", check=False).stdout.split()
+    if services:
+        owned = docker(
+            "service", "inspect", "--format", '{{.ID}} {{index .Spec.Labels "dshub.project"}}', *services,
+            check=False,
+        ).stdout.split("\n")  # fmt: skip
+        stale = [line.split()[0] for line in owned if len(line.split()) == 2 and _stale(line.split()[1])]
+        if stale:
+            docker("service", "rm", *stale, check=False)
+            time.sleep(5)  # their tasks' containers and the stacks' networks go after them
     for kind, ls in (
         ("container", ["ps", "-a"]),
         ("network", ["network", "ls"]),
@@ -130,7 +144,7 @@ def sweep_test_leftovers() -> None:
             row = json.loads(line)
             labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
             project = labels.get("dshub.project", "")
-            if project.startswith(TEST_PREFIX) and _owner_is_gone(project):
+            if _stale(project):
                 names.append(row.get("ID") if kind == "container" else row.get("Name"))
                 projects.add(project)
         if names:
@@ -377,6 +391,70 @@ class Stack:
         self.compose("down", "-v", "--remove-orphans", check=False)
         remove_network_policy(self.project)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class SwarmStack(Stack):
+    """The stack in swarm mode, deployed as `make swarm-up` does, on this engine's swarm."""
+
+    def _base_env(self) -> dict[str, str]:
+        return {**super()._base_env(), "DSHUB_MODE": "swarm"}
+
+    def _swarmstack(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd, env = self.compose_invocation()
+        done = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "python"),
+                "-m",
+                "spawner.swarmstack",
+                *args,
+                *(["--", *cmd] if args[0] == "up" else []),
+            ],
+            env={**env, **self.settings.as_env()},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"swarmstack {args[0]} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def up(self) -> None:
+        self._swarmstack("up", "--stack-file", str(self.workdir / "stack.yaml"))
+        self.wait_healthy()
+
+    def logs(self) -> str:
+        out = [
+            docker("service", "logs", "--tail", "80", f"{self.project}_{name}", check=False)
+            for name in ("hub", "proxy")
+        ]
+        return "\n".join(o.stdout + o.stderr for o in out)
+
+    def initial_password(self, name: str) -> str:
+        out = self.hub_exec("python3", "-m", "spawner.localauth", "initial-password", name)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    def services(self, role: str = "user-server") -> list[str]:
+        selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]
+        return docker(
+            "service", "ls", "-q", *(a for sel in selectors for a in ("--filter", sel))
+        ).stdout.split()
+
+    def destroy(self) -> None:
+        self._swarmstack("down", "--users")
+        deadline = time.monotonic() + 60
+        while docker("ps", "-aq", "--filter", f"label=dshub.project={self.project}").stdout.strip():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        super().destroy()
+        # Made by the swarm's tasks, not by compose: compose down leaves them.
+        volumes = docker(
+            "volume", "ls", "-q", "--filter", f"label=dshub.project={self.project}"
+        ).stdout.split()
+        if volumes:
+            docker("volume", "rm", *volumes, check=False)
 
 
 def dev_oidc_stack(workdir: Path, **overrides: str) -> Stack:

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from tornado.web import Application, RequestHandler
 
-from spawner.faststart import wait_until_answers
+from spawner.faststart import StartFailed, wait_until_answers
 from tests.support.stack import free_port
 
 
@@ -50,3 +50,22 @@ def test_gives_up_without_a_proper_answer(listening):
                 server.stop()
 
     assert not asyncio.run(scenario())
+
+
+def test_a_server_that_ends_while_starting_ends_the_wait_with_its_reason():
+    asked = []
+
+    async def ended() -> str | None:
+        asked.append(True)
+        return None if len(asked) < 2 else "Your server stopped while starting: ExitCode=127"
+
+    async def scenario() -> None:
+        await wait_until_answers(
+            f"http://127.0.0.1:{free_port()}/api", timeout=30, interval=0.05, max_interval=0.1, ended=ended
+        )
+
+    # Raised at the second look, long before the timeout (which would return False).
+    with pytest.raises(StartFailed, match="ExitCode=127") as failed:
+        asyncio.run(scenario())
+    assert len(asked) == 2
+    assert failed.value.jupyterhub_message == str(failed.value)
