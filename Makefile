@@ -20,7 +20,7 @@ HUB_EXEC = docker exec -i $$($(LOAD_SETTINGS); docker ps -q --filter "label=dshu
 # Settings as shell variables, for recipes that need a value.
 LOAD_SETTINGS := set -a; source $(SETTINGS); set +a
 
-.PHONY: help up single-host swarm-up swarm-down down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates upgrade upgrade-stack
+.PHONY: help test-nodes up single-host swarm-up swarm-down down clean bench build build-dev up-dev browser base-image engine settings test test-unit lint format logs ps usage roster archive admin-password initial-password unbind backup restore renew-certificates upgrade upgrade-stack
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -75,17 +75,21 @@ $(VENV)/.stamp: requirements-dev.txt images/hub/requirements.txt scripts/venv.sh
 	scripts/venv.sh $(VENV) requirements-dev.txt
 	@touch $@
 
-build-dev: build ## build the development OpenID Connect provider and ACME server images
+build-dev: build ## build the development OpenID Connect provider, ACME server and swarm test node images
 	$(COMPOSE_DEV) build oidc
 	$(COMPOSE) -f compose/dev-acme.yaml build pebble
+	$(COMPOSE) -f compose/dev-swarm.yaml --profile build-dev build swarm-node
 
 browser: ## make sure Chromium is there for the browser tests
 	@scripts/browser.sh
 
-test: lint build build-dev browser ## every test: unit, integration (real engine) and e2e (browser)
-	$(PY) -m pytest
+test: lint build build-dev browser ## every test: unit, integration (real engine) and e2e (browser); test-nodes aside
+	$(PY) -m pytest -m "not nodes"
 
-bench: build ## run the benchmarks; writes BENCHMARKS.md and build/bench/*.csv
+test-nodes: lint build build-dev ## the multi-node swarm tests: three engines of the test's own in one swarm (~5 min)
+	$(PY) -m pytest -m nodes
+
+bench: build build-dev ## run the benchmarks; writes BENCHMARKS.md and build/bench/*.csv
 	$(PY) -m bench
 
 test-unit: $(VENV)/.stamp ## unit tests only; no engine needed, runs in seconds

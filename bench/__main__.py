@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import build, density, netpolicy, proxy, routes, signin, spawn, storm
+from bench import build, density, netpolicy, proxy, routes, signin, spawn, storm, swarm
 from bench.common import BENCH_PREFIX
 from bench.reference import Reference
 
@@ -36,10 +36,11 @@ MEASURES: dict[str, Callable[[], tuple[str, list[dict[str, object]]]]] = {
     "storm": storm.run,
     "signin": signin.run,
     "netpolicy": netpolicy.run,
+    "swarm": swarm.run,
     # Rebuilds the user images without cache (~15 min here): run on its own.
     "build": build.run,
 }
-DEFAULT = ("routes", "spawn", "proxy", "density", "storm", "signin", "netpolicy")
+DEFAULT = ("routes", "spawn", "proxy", "density", "storm", "signin", "netpolicy", "swarm")
 
 
 def machine() -> str:
@@ -140,11 +141,27 @@ def write_report(busy: str) -> None:
         "- `python -m bench build` (cold image builds, ~15 min) is not part of `make bench`.",
         "",
     ]
-    sections = [(OUT / f"{n}.md").read_text() for n in (*DEFAULT, "build") if (OUT / f"{n}.md").exists()]
+    # A measure run here replaces its section; the others stay as they were measured
+    # (each carries its own stamp), also on a machine whose build/bench lacks them.
+    sections = sections_of(REPO / "BENCHMARKS.md")
+    for name in (*DEFAULT, "build"):
+        if (OUT / f"{name}.md").exists():
+            text = (OUT / f"{name}.md").read_text()
+            sections[text.splitlines()[0]] = text
     findings = Path(__file__).parent / "FINDINGS.md"
     if findings.exists():
-        sections.append(findings.read_text())
-    (REPO / "BENCHMARKS.md").write_text("\n".join(header) + "\n" + "\n".join(sections))
+        text = findings.read_text()
+        sections.pop(text.splitlines()[0], None)
+        sections[text.splitlines()[0]] = text
+    (REPO / "BENCHMARKS.md").write_text("\n".join(header) + "\n" + "\n".join(sections.values()))
+
+
+def sections_of(report: Path) -> dict[str, str]:
+    """The sections of a written report, by their title line, in order."""
+    if not report.exists():
+        return {}
+    parts = re.split(r"(?m)^(?=## )", report.read_text())[1:]
+    return {part.splitlines()[0]: part.rstrip("\n") + "\n" for part in parts}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 SERVICE = "idle-culler"
+HUB_API_URL = "http://127.0.0.1:8081/hub/api"
 
 
 def check_interval(idle_timeout: int) -> int:
@@ -37,6 +38,9 @@ def hub_service(idle_timeout: int, max_age: int) -> tuple[dict[str, Any], dict[s
             f"--timeout={idle_timeout}",
             f"--cull-every={check_interval(idle_timeout)}",
             f"--max-age={max_age}",
+            # It runs in the hub's container: no name to resolve (in swarm mode the
+            # hub's name resolves only once the hub is healthy, after this starts).
+            f"--url={HUB_API_URL}",
         ],
     }
     role = {

@@ -527,16 +527,20 @@ class DataPoolSpawner(FastStart, DockerSpawner):
 _TASK_STARTING = frozenset(
     {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 )
-# Service names are DNS labels.
+# Longest service name the swarm takes.
 SERVICE_NAME_MAX = 63
 
 
 def service_name(name: str) -> str:
-    """``name`` cut to a DNS label, still one per server (a digest of the whole name ends it)."""
+    """``name`` cut to a service name's length, still one per server.
+
+    A digest of the whole name ends a cut one, after a '_', which escaped names
+    never hold: a cut name never equals another server's uncut one.
+    """
     if len(name) <= SERVICE_NAME_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return f"{name[: SERVICE_NAME_MAX - 14]}--{digest}"
+    return f"{name[: SERVICE_NAME_MAX - 13]}_{digest}"
 
 
 def service_resources(spec: ServerSpec, cpu_limit: float | None, mem_limit: int | None) -> Resources:

@@ -124,8 +124,8 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
     forwarded: dict[str, Any] = {"forwardedHeaders": {"trustedIPs": list(settings.trusted_proxies)}}
     if settings.swarm_forwarder:
         # The forwarder passes each connection's client address in a PROXY protocol
-        # header: the sign-in limit and the logs see the browser, not the forwarder.
-        forwarded["proxyProtocol"] = {"trustedIPs": [settings.swarm_edge_subnet]}
+        # header; believed from the forwarder's own fixed address only.
+        forwarded["proxyProtocol"] = {"trustedIPs": [f"{forwarder_address(settings)}/32"]}
     if settings.trusted_proxies or settings.swarm_forwarder:
         http.update(forwarded)
     if settings.tls == "off":
@@ -154,6 +154,11 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
             acme["tlsChallenge"] = {}
         config["certificatesResolvers"] = {ACME_RESOLVER: {"acme": acme}}
     return config
+
+
+def forwarder_address(settings: dshub_settings.Settings) -> str:
+    """The forwarder's fixed address on the edge network: its last; the swarm's tasks get the first half."""
+    return str(ipaddress.IPv4Network(settings.swarm_edge_subnet)[-2])
 
 
 def forwarder_config() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -36,11 +36,10 @@ PROFILES_FILE_NAME = "profiles.yaml"
 # A disk quota: a size (checked again by parse_disk_size) or none.
 DISK_QUOTA_PATTERN = r"^(none|[1-9][0-9]{0,15}[KMGTkmgt]?)$"
 
-# A swarm placement constraint: a node attribute or label, == or !=, a plain value.
-PLACEMENT_PATTERN = (
-    r"(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[A-Za-z0-9._-]{1,64})"
-    r" ?(==|!=) ?[A-Za-z0-9._-]{1,64}"
-)
+# A swarm placement constraint on what only a manager sets (a node's id, role,
+# labels; not its hostname or engine labels, which a node reports of itself),
+# == or !=, a plain value.
+PLACEMENT_PATTERN = r"(node\.(id|role)|node\.labels\.[A-Za-z0-9._-]{1,64}) ?(==|!=) ?[A-Za-z0-9._-]{1,64}"
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -162,8 +161,9 @@ SCHEMA: dict[str, Any] = {
                 },
                 "placement": {
                     "description": "Swarm mode: constraints on the node the server runs on, as "
-                    "docker service create --constraint takes them (node.labels.gpu == true, "
-                    "node.hostname != lab-3); all must hold. Ignored in single-host mode.",
+                    "docker service create --constraint takes them, on node.labels.*, node.role or "
+                    "node.id (node.labels.gpu == true, node.role != manager); all must hold. Ignored "
+                    "in single-host mode.",
                     "type": "array",
                     "items": {"type": "string", "pattern": f"^{PLACEMENT_PATTERN}$"},
                     "uniqueItems": True,

@@ -245,6 +245,19 @@ def _egress(name: str, raw: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _ipv4_networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IPv4 networks (firewall rules: the deployment's networks are IPv4)."""
+    networks = []
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        try:
+            networks.append(str(ipaddress.IPv4Network(part, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name}={raw!r}: {part!r} is not an IPv4 address or network (e.g. 10.0.0.0/24)."
+            ) from None
+    return tuple(networks)
+
+
 def _networks(name: str, raw: str) -> tuple[str, ...]:
     """Comma-separated IPv4/IPv6 addresses or networks, none of them everyone."""
     networks = []
@@ -309,6 +322,23 @@ SETTINGS: tuple[Setting, ...] = (
         "client addresses the forwarder passes on only from it. Change it if it overlaps a network "
         "of yours.",
         _subnet,
+    ),
+    Setting(
+        "DSHUB_SWARM_NODE_NETWORKS",
+        "",
+        "Swarm mode: comma-separated IPv4 networks of the swarm's nodes and the pool's file server "
+        "(e.g. 10.0.0.0/24). Users' servers never reach them, whatever DSHUB_USER_EGRESS allows "
+        "(each server's own node is never reachable, listed or not).",
+        _ipv4_networks,
+        empty=(),
+    ),
+    Setting(
+        "DSHUB_SWARM_ENCRYPT",
+        "true",
+        "Swarm mode: encrypt the overlay networks between nodes (IPsec; the nodes must let IP "
+        "protocol 50 pass between them). false only on a network of the nodes' own that nobody "
+        "else can reach or listen on: the edge talks plain http to users' servers over it.",
+        _bool,
     ),
     Setting(
         "DSHUB_BIND_ADDRESS",

@@ -11,7 +11,10 @@ stack (one task on every node), before the server runs:
 
 * ``OUTPUT``: loopback (the engine's DNS is there) and answers; TCP to the hub's
   API port on the users' network; nothing else on that network (other users,
-  Traefik); the resolvers the engine forwards lookups to; then the egress rules.
+  Traefik); the resolvers the engine forwards the server's lookups to; never the
+  node itself (its addresses, its ``docker_gwbridge``), the nodes' networks
+  (``DSHUB_SWARM_NODE_NETWORKS``) or the swarm's own ports, whatever the egress
+  setting allows; then the egress rules. No IPv6 at all.
 * ``INPUT``: no connection to the hub's API port from outside the server, so on
   the users' network only the hub answers on that port and the ``OUTPUT`` rule
   for it cannot reach another user's listener.
@@ -26,7 +29,11 @@ gives up after ``DSHUB_POLICY_WAIT`` seconds and says why.
 The agent enters a server's namespace through ``/proc/<pid>/ns/net`` of the
 host (mounted at ``/host/proc``): hence ``SYS_ADMIN`` (setns), ``SYS_PTRACE``
 (a namespace of another uid's process) and ``NET_ADMIN``/``NET_RAW``
-(iptables). It has no network of its own.
+(iptables). It holds the namespace open and checks that it is the container's
+before anything is written, so a pid the kernel hands to another process in
+between cannot turn the rules on the node itself. The rules are put in place
+once per server: the user cannot change them (no ``NET_ADMIN``), only root on
+the node can. It runs in the host's network, to read the node's addresses.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -59,7 +69,22 @@ INTERVAL = 2.0
 APPLIED = Path("/run/dshub-swarmpolicy-applied")
 
 
-def server_rules(subnet: str, egress: tuple[str, ...], resolvers: tuple[str, ...]) -> str:
+# The swarm's own ports: managers' API, gossip, VXLAN (raw overlay frames would
+# pass every server's policy on arrival). Never a user's to send to.
+SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the agent knows of its node, for every server there."""
+
+    # The node's own addresses and its docker_gwbridge subnet: a server's way to its host.
+    host: tuple[str, ...]
+    # DSHUB_SWARM_NODE_NETWORKS: the other nodes', the file server's.
+    nodes: tuple[str, ...]
+
+
+def server_rules(subnet: str, egress: tuple[str, ...], resolvers: tuple[str, ...], node: NodeFacts) -> str:
     """iptables-restore input for a server's namespace: the two chains and the jumps to them.
 
     The namespace's filter table is the engine's to leave empty (it keeps its
@@ -74,6 +99,9 @@ def server_rules(subnet: str, egress: tuple[str, ...], resolvers: tuple[str, ...
     ]
     for server in resolvers:
         out += [f"-d {server}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")]
+    # Whatever DSHUB_USER_EGRESS allows: never the node, the nodes, the swarm's ports.
+    out += [f"-p {proto} -m {proto} --dport {port} -j DROP" for proto, port in SWARM_PORTS]
+    out += [f"-d {network} -j DROP" for network in (*node.host, *node.nodes)]
     out += egress_rules(egress)
     inbound = [f"! -i lo -p tcp -m tcp --dport {HUB_API_PORT} -j DROP"]
     lines = [
@@ -92,6 +120,17 @@ def server_rules(subnet: str, egress: tuple[str, ...], resolvers: tuple[str, ...
     return "\n".join(lines) + "\n"
 
 
+# The deployment's networks have no IPv6: a server has none to use, in or out.
+IPV6_RULES = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n" + (
+    "-A INPUT -i lo -j ACCEPT\n-A OUTPUT -o lo -j ACCEPT\nCOMMIT\n"
+)
+# One shell in the server's namespace: rules (v4, then v6), then the mark, or nothing.
+APPLY = (
+    'printf %s "$1" | iptables-restore -w && printf %s "$2" | ip6tables-restore -w '
+    f"&& ip link set lo alias {POLICED_ALIAS}"
+)
+
+
 def users_subnet(container: dict, network: str) -> str | None:
     """The users' network as the server sees it (its address and prefix there)."""
     attached = container["NetworkSettings"]["Networks"].get(network) or {}
@@ -101,27 +140,83 @@ def users_subnet(container: dict, network: str) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
-def in_namespace(pid: int, *command: str, stdin: str | None = None) -> None:
-    done = subprocess.run(
-        ["nsenter", f"--net={HOST_PROC}/{pid}/ns/net", "--", *command],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"{command[0]} in the namespace of pid {pid}: {done.stderr.strip()}")
+_EXT_SERVERS = re.compile(r"^# ExtServers: \[(.*)\]", re.MULTILINE)
+_IPV4 = re.compile(r"(?<![0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?![0-9.])")
 
 
-def police(container: dict, settings: dshub_settings.Settings, resolvers: tuple[str, ...]) -> None:
-    """Put the policy in the server's namespace, then mark it so the server may start."""
+def container_resolvers(resolv_conf: str) -> tuple[str, ...]:
+    """The servers the engine's DNS forwards a container's lookups to (its resolv.conf says)."""
+    found = _EXT_SERVERS.search(resolv_conf)
+    if found is None:
+        return ()
+    addresses = []
+    for candidate in _IPV4.findall(found[1]):
+        try:
+            address = ipaddress.IPv4Address(candidate)
+        except ValueError:
+            continue
+        if not address.is_loopback:
+            addresses.append(str(address))
+    return tuple(dict.fromkeys(addresses))
+
+
+def open_namespace(container: dict) -> tuple[int, int]:
+    """The server's network namespace, held open, checked to be its and not the node's.
+
+    Held as a descriptor from here on, a pid the kernel reuses between the
+    engine's answer and our use can point nowhere else. Returns (fd, pid).
+    """
     pid = container["State"]["Pid"]
+    if not pid:
+        raise RuntimeError("it has no process")
+    proc = HOST_PROC / str(pid)
+    fd = os.open(proc / "ns" / "net", os.O_RDONLY)
+    try:
+        if container["Id"] not in (proc / "cgroup").read_text():
+            raise RuntimeError(f"pid {pid} is no longer its process")
+        if os.fstat(fd).st_ino == os.stat("/proc/self/ns/net").st_ino:
+            raise RuntimeError(f"pid {pid} is in the node's own network namespace")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, pid
+
+
+def police(container: dict, settings: dshub_settings.Settings, node: NodeFacts) -> int:
+    """Put the policy in the server's namespace, then mark it so the server may start; its pid."""
     subnet = users_subnet(container, settings.network)
-    if not pid or subnet is None:
-        name = container["Name"].lstrip("/")
-        raise RuntimeError(f"{name} has no process or no address on {settings.network}")
-    in_namespace(pid, "iptables-restore", "-w", stdin=server_rules(subnet, settings.user_egress, resolvers))
-    in_namespace(pid, "ip", "link", "set", "lo", "alias", POLICED_ALIAS)
+    if subnet is None:
+        raise RuntimeError(f"it has no address on {settings.network}")
+    fd, pid = open_namespace(container)
+    try:
+        resolv = HOST_PROC / str(pid) / "root" / "etc" / "resolv.conf"
+        resolvers = container_resolvers(resolv.read_text()) or nameservers(HOST_RESOLV_CONF)
+        rules = server_rules(subnet, settings.user_egress, resolvers, node)
+        done = subprocess.run(
+            ["nsenter", f"--net=/proc/self/fd/{fd}", "--", "sh", "-c", APPLY, "apply", rules, IPV6_RULES],
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(fd)
+    if done.returncode:
+        raise RuntimeError(done.stderr.strip() or f"exit {done.returncode}")
+    return pid
+
+
+def host_networks(client: docker.DockerClient) -> tuple[str, ...]:
+    """This node's own addresses and its docker_gwbridge subnet (the agent is in the host's network)."""
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True)
+    found = [f"{line.split()[3].split('/')[0]}/32" for line in shown.stdout.splitlines() if " inet " in line]
+    found = [a for a in found if not ipaddress.ip_network(a).is_loopback]
+    try:
+        bridge = client.api.inspect_network("docker_gwbridge")
+        found += [c["Subnet"] for c in bridge.get("IPAM", {}).get("Config") or [] if ":" not in c["Subnet"]]
+    except docker.errors.NotFound:
+        pass
+    return tuple(dict.fromkeys(found))
 
 
 class Agent:
@@ -130,7 +225,8 @@ class Agent:
     def __init__(self, settings: dshub_settings.Settings, client: docker.DockerClient) -> None:
         self.settings = settings
         self.client = client
-        self.policed: set[str] = set()
+        # (container id, pid): a restarted container is a new namespace.
+        self.policed: set[tuple[str, int]] = set()
         self.wake = threading.Event()
         self.labels = [f"dshub.project={settings.project}", "dshub.role=user-server"]
 
@@ -147,18 +243,21 @@ class Agent:
                 time.sleep(1)
 
     def round(self) -> None:
-        resolvers = nameservers(HOST_RESOLV_CONF)
+        node = NodeFacts(host_networks(self.client), self.settings.swarm_node_networks)
         running = self.client.api.containers(filters={"label": self.labels, "status": "running"})
         ids = {c["Id"] for c in running}
-        self.policed &= ids
-        for container_id in sorted(ids - self.policed):
-            container = self.client.api.inspect_container(container_id)
+        self.policed = {(i, pid) for i, pid in self.policed if i in ids}
+        done = {i for i, _ in self.policed}
+        for container_id in sorted(ids - done):
             try:
-                police(container, self.settings, resolvers)
-            except RuntimeError as error:
-                log.error("Could not police %s (retrying): %s", container["Name"], error)
+                container = self.client.api.inspect_container(container_id)
+                pid = police(container, self.settings, node)
+            except docker.errors.NotFound:
+                continue  # gone since the list
+            except (OSError, RuntimeError) as error:
+                log.error("Could not police %s (retrying): %s", container_id[:12], error)
                 continue
-            self.policed.add(container_id)
+            self.policed.add((container_id, pid))
             log.info("Policed %s", container["Name"].lstrip("/"))
 
     def run(self) -> None:

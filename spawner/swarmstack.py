@@ -26,6 +26,7 @@ Runs on the host with the compose command line make uses, after `make build`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import subprocess
@@ -37,7 +38,13 @@ from typing import Any
 import yaml
 
 from . import settings as dshub_settings
-from .edge import CONTAINER_HTTP_PORT, CONTAINER_HTTPS_PORT, FORWARDER_CONFIG_FILE, PROXY_IMAGE
+from .edge import (
+    CONTAINER_HTTP_PORT,
+    CONTAINER_HTTPS_PORT,
+    FORWARDER_CONFIG_FILE,
+    PROXY_IMAGE,
+    forwarder_address,
+)
 
 # The stack's services (compose/compose.yaml); Prometheus with DSHUB_MONITORING.
 STACK_SERVICES = ("proxy", "hub")
@@ -56,6 +63,15 @@ KEPT_KEYS = (
     "working_dir",
 )
 STACK_FILE_VERSION = "3.9"
+# The settings the policy agent reads (spawner/swarmpolicy.py), and no others.
+AGENT_SETTINGS = (
+    "DSHUB_PROJECT",
+    "DSHUB_MODE",
+    "DSHUB_NETWORK_POLICY",
+    "DSHUB_USER_EGRESS",
+    "DSHUB_SWARM_NODE_NETWORKS",
+    "DSHUB_LOG_LEVEL",
+)
 HUB_HEALTHY_TIMEOUT = 180.0
 
 
@@ -157,7 +173,10 @@ def policy_agent(service: dict[str, Any]) -> dict[str, Any]:
     host's firewall: it enters users' servers' namespaces through the host's
     /proc, which is why it holds SYS_ADMIN (setns) and SYS_PTRACE.
     """
-    out = {k: service[k] for k in ("image", "environment", "labels", "logging") if service.get(k)}
+    out = {k: service[k] for k in ("image", "labels", "logging") if service.get(k)}
+    # Only what it reads: its spec is on every node, readable there by anyone with the engine.
+    environment = service.get("environment") or {}
+    out["environment"] = {k: environment[k] for k in AGENT_SETTINGS if k in environment}
     out.update(
         entrypoint=["setpriv", "--no-new-privs", "--", "tini", "--", "python3", "-m", "spawner.swarmpolicy"],
         command=["run"],
@@ -207,23 +226,23 @@ def stack_file(
     networks: dict[str, Any] = {}
     if "host" in used_networks:
         networks["host"] = {"external": True, "name": "host"}
+    # Plain http between the edge and servers on other nodes: encrypted unless the
+    # operator says the nodes' network is theirs alone (DSHUB_SWARM_ENCRYPT).
+    encrypted = {"driver_opts": {"encrypted": "true"}} if settings.swarm_encrypt else {}
     for name in sorted(used_networks - {"edge", "host"}):
         network = compose_config["networks"][name]
         networks[name] = {
             "name": network["name"],
             "driver": "overlay",
-            "attachable": True,
+            # Only services join: a container started by hand on a node cannot.
+            "attachable": False,
             "internal": bool(network.get("internal")),
             "labels": network.get("labels", {}),
+            **encrypted,
         }
     if "edge" in used_networks:
-        networks["edge"] = {
-            "name": edge_network(settings.project),
-            "driver": "overlay",
-            "attachable": True,
-            "ipam": {"config": [{"subnet": settings.swarm_edge_subnet}]},
-            "labels": {"dshub.project": settings.project},
-        }
+        # Made by make swarm-up (ensure_edge_network): a stack file cannot give an IP range.
+        networks["edge"] = {"external": True, "name": edge_network(settings.project)}
     used_volumes = {m["source"] for s in services.values() for m in s["volumes"] if m.get("type") == "volume"}
     volumes = {
         name: {"name": v["name"], "labels": v.get("labels", {})}
@@ -231,6 +250,28 @@ def stack_file(
         if name in used_volumes
     }
     return {"version": STACK_FILE_VERSION, "services": services, "networks": networks, "volumes": volumes}
+
+
+def edge_network_options(settings: dshub_settings.Settings) -> list[str]:
+    """`docker network create` options of the edge network.
+
+    The forwarder, a container outside the swarm, joins it at its fixed address,
+    outside the range the swarm hands its tasks: Traefik believes PROXY headers
+    from that address alone.
+    """
+    subnet = ipaddress.IPv4Network(settings.swarm_edge_subnet)
+    return [
+        "--driver", "overlay", "--attachable",
+        "--subnet", str(subnet), "--ip-range", str(next(subnet.subnets())),
+        *(["--opt", "encrypted"] if settings.swarm_encrypt else []),
+        "--label", f"dshub.project={settings.project}",
+    ]  # fmt: skip
+
+
+def ensure_edge_network(settings: dshub_settings.Settings) -> None:
+    name = edge_network(settings.project)
+    if docker("network", "inspect", name, check=False).returncode:
+        docker("network", "create", *edge_network_options(settings), name)
 
 
 def compose_config(compose: list[str]) -> dict[str, Any]:
@@ -265,7 +306,7 @@ def run_forwarder(settings: dshub_settings.Settings, edge_volume: str) -> None:
     docker("rm", "-f", name, check=False)
     docker(
         "run", "-d", "--name", name, "--restart", "unless-stopped",
-        "--network", edge_network(settings.project),
+        "--network", edge_network(settings.project), "--ip", forwarder_address(settings),
         *(a for host, inner in ports for a in ("-p", f"{settings.bind_address}:{host}:{inner}")),
         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
         "-v", f"{edge_volume}:/srv/dshub/edge:ro",
@@ -321,12 +362,21 @@ def up(compose: list[str], settings: dshub_settings.Settings, stack_path: Path) 
     names = [*STACK_SERVICES, *(["prometheus"] if settings.monitoring else [])]
     entrypoints = {n: image_entrypoint(config["services"][n]["image"]) for n in names}
     stack = stack_file(config, settings, entrypoints)
-    # The environment holds the settings, secrets among them: as private as the settings file.
+    if settings.swarm_forwarder:
+        ensure_edge_network(settings)
+    # The environment holds the settings, secrets among them: as private as the
+    # settings file, and gone once deployed.
     stack_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(stack_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(stack, f, sort_keys=False)
-    docker("stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(stack_path), settings.project)
+    stack_path.unlink(missing_ok=True)
+    fd = os.open(stack_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(stack, f, sort_keys=False)
+        docker(
+            "stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(stack_path), settings.project
+        )
+    finally:
+        stack_path.unlink(missing_ok=True)
     if settings.swarm_forwarder:
         run_forwarder(settings, config["volumes"]["edge-config"]["name"])
     wait_for_hub(settings.project)
@@ -348,6 +398,12 @@ def down(settings: dshub_settings.Settings, users_too: bool) -> None:
             docker("service", "rm", *services)
     docker("rm", "-f", forwarder_name(project), check=False)
     docker("stack", "rm", project, check=False)
+    # The edge network (ensure_edge_network), once the proxy's task has let go of it.
+    edge = edge_network(project)
+    deadline = time.monotonic() + 60
+    while docker("network", "inspect", edge, check=False).returncode == 0 and time.monotonic() < deadline:
+        docker("network", "rm", edge, check=False)
+        time.sleep(1)
     # stack rm returns at once; its networks go when their last task has.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

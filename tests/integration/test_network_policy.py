@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.support.listeners import host_listener
 from tests.support.stack import LAB_IMAGE, REPO, Stack, docker, free_port
 
 PORT = 8765
@@ -93,31 +93,6 @@ def namespace_listeners() -> Iterator[None]:
             listener.wait()
         subprocess.run(["ip", "link", "del", host_end], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-
-
-@contextmanager
-def host_listener(address: str) -> Iterator[int]:
-    """A TCP listener of the test on the host, at ``address`` (the bridge's gateway)."""
-    server = socket.create_server((address, 0))
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                conn.close()
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
 
 
 @pytest.fixture(scope="module")

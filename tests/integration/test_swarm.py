@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.listeners import host_listener
 from tests.support.stack import LAB_IMAGE, SwarmStack, docker
+from tests.support.swarmnodes import local_swarm
 
 # The lean image for the flow; the data-science image for VS Code from the launcher.
 NOWHERE = "node.labels.dshub-test-nowhere == true"
@@ -26,16 +29,8 @@ NOWHERE = "node.labels.dshub-test-nowhere == true"
 
 @pytest.fixture(scope="module")
 def swarm_engine() -> Iterator[None]:
-    state = json.loads(docker("info", "--format", "{{json .Swarm}}").stdout)
-    made_here = state.get("LocalNodeState") != "active"
-    if made_here:
-        # Loopback only: no port of the swarm's is opened on the machine's network.
-        docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
-    elif not state.get("ControlAvailable"):
-        pytest.fail("this engine is a swarm worker: the swarm tests need a manager (or no swarm)")
-    yield
-    if made_here:
-        docker("swarm", "leave", "--force", check=False)
+    with local_swarm():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -146,29 +141,42 @@ def reach(host, port):
     except OSError as e:
         return type(e).__name__
 hub = urllib.request.urlopen("http://hub:8081/hub/api", timeout=10).status
-print(hub, reach("{finn}", 9999), reach("{finn}", 8081), reach("proxy", 8000))
+print(hub, reach("{finn}", 9999), reach("{finn}", 8081), reach("proxy", 8000), reach("{node}", {node_port}))
 """
 
 
-def test_users_servers_cannot_reach_each_other_on_the_swarm(swarm_stack):
+def gwbridge_gateway() -> str:
+    """The node's own address on docker_gwbridge: the way out of a swarm server, to its host."""
+    (info,) = json.loads(docker("network", "inspect", "docker_gwbridge").stdout)
+    return info["IPAM"]["Config"][0]["Gateway"]
+
+
+def test_users_servers_cannot_reach_each_other_or_the_node_on_the_swarm(swarm_stack):
     erin = swarm_stack.sign_up("erin", "erin-password")
     finn = swarm_stack.sign_up("finn", "finn-password")
     erin.start_server()
     finn.start_server()
+    node = gwbridge_gateway()
     try:
-        # Listeners of finn's own, on a port of his choosing and on the hub's API port.
-        kernel = finn.kernel(finn.new_kernel())
-        try:
-            finn_address = kernel.execute(LISTEN).strip()
-            # From inside his own server they answer: they are up.
-            assert "open open" in kernel.execute(REACH.format(finn=finn_address))
-            hub_status, to_finn, to_finns_8081, to_proxy = erin.run(REACH.format(finn=finn_address)).split()
-        finally:
-            kernel.close()
+        with host_listener(node) as node_port:
+            # The test's own listener on the node answers the node itself.
+            socket.create_connection((node, node_port), timeout=3).close()
+            # Listeners of finn's own, on a port of his choosing and on the hub's API port.
+            kernel = finn.kernel(finn.new_kernel())
+            try:
+                finn_address = kernel.execute(LISTEN).strip()
+                reach = REACH.format(finn=finn_address, node=node, node_port=node_port)
+                # From inside his own server they answer: they are up.
+                assert "open open" in kernel.execute(reach)
+                seen = erin.run(reach).split()
+            finally:
+                kernel.close()
+        hub_status, to_finn, to_finns_8081, to_proxy, to_node = seen
         assert hub_status == "200"  # the hub's API: allowed
         assert to_finn != "open"  # another user's listener: dropped
         assert to_finns_8081 != "open"  # ... also on the hub's port
         assert to_proxy != "open"  # Traefik: dropped
+        assert to_node != "open"  # the node itself, whatever DSHUB_USER_EGRESS says
     finally:
         erin.stop_server()
         finn.stop_server()

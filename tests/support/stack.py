@@ -37,8 +37,12 @@ RSTUDIO_RECORD = "/usr/local/share/dshub/rstudio-server.txt"
 COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
 
 
-def docker(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, input=stdin)
+def docker(
+    *args: str, check: bool = True, stdin: str | None = None, host: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The docker CLI on this machine's engine, or on ``host`` (a test node's, e.g. unix:///...sock)."""
+    command = ["docker", *(["-H", host] if host else []), *args]
+    return subprocess.run(command, check=check, capture_output=True, text=True, input=stdin)
 
 
 def free_port() -> int:
@@ -183,6 +187,13 @@ class Stack:
     _service_token: str | None = field(default=None, init=False, repr=False)
     # The development identity provider's URL for the browser (dev_oidc_stack only).
     oidc_url: str = field(default="", init=False)
+    # The engine the stack runs on (a test node's socket); None: this machine's.
+    engine: str | None = None
+
+    def docker(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return docker(*args, check=check, stdin=stdin, host=self.engine)
 
     def __post_init__(self) -> None:
         self.pool = self.workdir / "pool"
@@ -224,18 +235,20 @@ class Stack:
 
     def compose_invocation(self, *args: str) -> tuple[list[str], dict[str, str]]:
         """For compose commands that need raw stdin (e.g. an archive): the command and its environment."""
+        engine = {"DOCKER_HOST": self.engine} if self.engine else {}
         return compose_invocation(
-            self.settings_file, *args, extra_files=self.extra_files, extra_env=self.extra_env
+            self.settings_file, *args, extra_files=self.extra_files, extra_env={**self.extra_env, **engine}
         )
 
     def compose(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        engine = {"DOCKER_HOST": self.engine} if self.engine else {}
         return compose(
             self.settings_file,
             *args,
             extra_files=self.extra_files,
-            extra_env=self.extra_env,
+            extra_env={**self.extra_env, **engine},
             check=check,
             stdin=stdin,
         )
@@ -251,6 +264,10 @@ class Stack:
 
     def up(self) -> None:
         self.compose("up", "-d", "--wait")
+        self.until_served()
+
+    def until_served(self) -> None:
+        """Once started: the self-signed certificate to check the edge with, and the hub healthy behind it."""
         if self.settings.tls == "self-signed" and self.ca_bundle is None:
             self.ca_bundle = self.workdir / "self-signed.pem"
             show = "from spawner.edge import named_pair; print(named_pair()[0].read_text(), end='')"
@@ -295,7 +312,11 @@ class Stack:
         """A command in the hub container, exit code passed on (compose exec here always gives 0)."""
         (hub,) = self.containers("hub")
         return subprocess.run(
-            ["docker", "exec", "-i", hub, *args], input=stdin, capture_output=True, text=True, check=False
+            ["docker", *(["-H", self.engine] if self.engine else []), "exec", "-i", hub, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     def service_api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -351,7 +372,9 @@ class Stack:
 
     def user_containers(self, name: str) -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.user={name}"]
-        return docker("ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))).stdout.split()
+        return self.docker(
+            "ps", "-q", *(arg for sel in selectors for arg in ("--filter", sel))
+        ).stdout.split()
 
     def user_container(self, name: str) -> str:
         (container,) = self.user_containers(name)
@@ -359,7 +382,7 @@ class Stack:
 
     def rstudio_build_record(self) -> str:
         """What the user image's build recorded about RStudio Server: 'installed: ...' or 'absent: why'."""
-        probe = docker(
+        probe = self.docker(
             "run", "--rm", "--label", f"dshub.project={self.project}", "--entrypoint", "sh",
             self.settings.user_image, "-c", f"cat {RSTUDIO_RECORD} 2>/dev/null || echo 'absent: no record'",
         )  # fmt: skip
@@ -368,7 +391,7 @@ class Stack:
     def has_rserver(self) -> bool:
         """Whether the user image has RStudio Server; an image that disagrees with its build record fails."""
         record = self.rstudio_build_record()
-        probe = docker(
+        probe = self.docker(
             "run", "--rm", "--label", f"dshub.project={self.project}", "--entrypoint", "sh",
             self.settings.user_image, "-c", "command -v rserver",
             check=False,
@@ -381,13 +404,13 @@ class Stack:
 
     def containers(self, role: str) -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]
-        out = docker("ps", "-aq", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
+        out = self.docker("ps", "-aq", *(arg for sel in selectors for arg in ("--filter", sel))).stdout
         return out.split()
 
     def destroy(self) -> None:
-        ids = docker("ps", "-aq", "--filter", f"label=dshub.project={self.project}").stdout.split()
+        ids = self.docker("ps", "-aq", "--filter", f"label=dshub.project={self.project}").stdout.split()
         if ids:
-            docker("rm", "-f", *ids, check=False)
+            self.docker("rm", "-f", *ids, check=False)
         self.compose("down", "-v", "--remove-orphans", check=False)
         remove_network_policy(self.project)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -421,11 +444,11 @@ class SwarmStack(Stack):
 
     def up(self) -> None:
         self._swarmstack("up", "--stack-file", str(self.workdir / "stack.yaml"))
-        self.wait_healthy()
+        self.until_served()
 
     def logs(self) -> str:
         out = [
-            docker("service", "logs", "--tail", "80", f"{self.project}_{name}", check=False)
+            self.docker("service", "logs", "--tail", "80", f"{self.project}_{name}", check=False)
             for name in ("hub", "proxy")
         ]
         return "\n".join(o.stdout + o.stderr for o in out)
@@ -437,24 +460,24 @@ class SwarmStack(Stack):
 
     def services(self, role: str = "user-server") -> list[str]:
         selectors = [f"label=dshub.project={self.project}", f"label=dshub.role={role}"]
-        return docker(
+        return self.docker(
             "service", "ls", "-q", *(a for sel in selectors for a in ("--filter", sel))
         ).stdout.split()
 
     def destroy(self) -> None:
         self._swarmstack("down", "--users")
         deadline = time.monotonic() + 60
-        while docker("ps", "-aq", "--filter", f"label=dshub.project={self.project}").stdout.strip():
+        while self.docker("ps", "-aq", "--filter", f"label=dshub.project={self.project}").stdout.strip():
             if time.monotonic() > deadline:
                 break
             time.sleep(1)
         super().destroy()
         # Made by the swarm's tasks, not by compose: compose down leaves them.
-        volumes = docker(
-            "volume", "ls", "-q", "--filter", f"label=dshub.project={self.project}"
+        volumes = self.docker(
+            "volume", "ls", "-q", "--filter", f"label=dshub.project={self.project}", check=False
         ).stdout.split()
         if volumes:
-            docker("volume", "rm", *volumes, check=False)
+            self.docker("volume", "rm", *volumes, check=False)
 
 
 def dev_oidc_stack(workdir: Path, **overrides: str) -> Stack:

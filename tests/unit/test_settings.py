@@ -193,7 +193,12 @@ def test_culling_settings_and_their_service():
         s.load({"DSHUB_CULL_IDLE_TIMEOUT": "0", "DSHUB_CULL_MAX_AGE": "3600"})
     assert culling.hub_service(0, 0) is None
     service, role = culling.hub_service(3600, 43200)
-    assert service["command"][-3:] == ["--timeout=3600", "--cull-every=300", "--max-age=43200"]
+    assert service["command"][-4:] == [
+        "--timeout=3600",
+        "--cull-every=300",
+        "--max-age=43200",
+        "--url=http://127.0.0.1:8081/hub/api",
+    ]
     assert role["services"] == [service["name"]] and "admin:users" not in role["scopes"]
     # Servers report activity often enough that a short timeout never culls an active one.
     assert culling.check_interval(40) == 10 and culling.check_interval(3600) == 300

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from docker.types import Mount
 
-from spawner import edge, swarmpolicy, swarmstack
+from spawner import edge, netpolicy, swarmpolicy, swarmstack
 from spawner import settings as s
 from spawner.datapool import DataPool
 from spawner.docker import (
@@ -66,7 +66,8 @@ def test_a_bad_edge_subnet_is_refused(subnet):
 
 def test_on_loopback_traefik_believes_client_addresses_only_from_the_edge_network():
     config = edge.static_config(s.load(SWARM))
-    assert config["entryPoints"]["http"]["proxyProtocol"] == {"trustedIPs": ["10.231.255.0/27"]}
+    # Only the forwarder's own address, not the network's.
+    assert config["entryPoints"]["http"]["proxyProtocol"] == {"trustedIPs": ["10.231.255.30/32"]}
     assert config["entryPoints"]["http"]["forwardedHeaders"] == {"trustedIPs": []}
     single_host = edge.static_config(s.load({}))
     assert "proxyProtocol" not in single_host["entryPoints"]["http"]
@@ -105,13 +106,14 @@ def compose_config(tmp_path_factory):
     return json.loads(done.stdout), s.load(env)
 
 
-def stack_of(compose_config, monitoring=False, network_policy=True):
+def stack_of(compose_config, monitoring=False, network_policy=True, encrypt=True):
     config, settings = compose_config
     settings = s.load(
         {
             **settings.as_env(),
             "DSHUB_MONITORING": str(monitoring).lower(),
             "DSHUB_NETWORK_POLICY": str(network_policy).lower(),
+            "DSHUB_SWARM_ENCRYPT": str(encrypt).lower(),
         }
     )
     entrypoints = {
@@ -150,15 +152,27 @@ def test_the_hub_and_traefik_share_one_node_and_are_reached_by_task_address(comp
         assert service["deploy"]["update_config"]["order"] == "stop-first"
 
 
-def test_networks_are_attachable_overlays_and_control_stays_internal(compose_config):
+def test_networks_are_encrypted_overlays_only_services_join(compose_config):
     stack, settings = stack_of(compose_config)
     networks = stack["networks"]
     assert networks.pop("host") == {"external": True, "name": "host"}  # the policy agent's
-    assert {n["driver"] for n in networks.values()} == {"overlay"}
+    made_by_the_stack = {k: n for k, n in networks.items() if k != "edge"}
+    assert {n["driver"] for n in made_by_the_stack.values()} == {"overlay"}
+    assert all(n["driver_opts"] == {"encrypted": "true"} for n in made_by_the_stack.values())
     assert networks["control"]["internal"] is True
     assert networks["users"]["name"] == f"{settings.project}-users"
-    assert networks["edge"]["ipam"] == {"config": [{"subnet": "10.231.255.0/27"}]}
+    assert not networks["users"]["attachable"] and not networks["control"]["attachable"]
+    # Made by swarm-up, with a range for the swarm's tasks and the forwarder's address outside it.
+    assert networks["edge"] == {"external": True, "name": f"{settings.project}-edge"}
+    options = swarmstack.edge_network_options(settings)
+    assert options[options.index("--subnet") + 1] == "10.231.255.0/27"
+    assert options[options.index("--ip-range") + 1] == "10.231.255.0/28"
+    assert "--attachable" in options and "encrypted" in options
+    assert edge.forwarder_address(settings) == "10.231.255.30"
     assert stack["services"]["proxy"]["networks"]["control"] == {"aliases": ["proxy-api"]}
+    plain, plain_settings = stack_of(compose_config, encrypt=False)
+    assert not any("driver_opts" in n for n in plain["networks"].values() if not n.get("external"))
+    assert "encrypted" not in swarmstack.edge_network_options(plain_settings)
 
 
 def test_on_loopback_the_stack_publishes_nothing_and_on_all_addresses_host_ports(compose_config):
@@ -205,6 +219,9 @@ def test_the_policy_agent_runs_on_every_node_with_only_what_entering_namespaces_
         "/host/proc",
         "/host/etc/resolv.conf",
     }
+    # Its spec is on every node: the settings it reads and nothing else (no secrets).
+    assert set(agent["environment"]) <= set(swarmstack.AGENT_SETTINGS)
+    assert "DSHUB_PROJECT" in agent["environment"]
     without, _ = stack_of(compose_config, network_policy=False)
     assert "netpolicy" not in without["services"] and "host" not in without["networks"]
 
@@ -241,7 +258,10 @@ def test_service_names_stay_dns_labels_and_distinct():
     assert service_name("dshub-user-ada") == "dshub-user-ada"
     assert len(service_name(long_a)) == SERVICE_NAME_MAX
     assert service_name(long_a) != service_name(long_b)
-    assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", service_name(long_a))
+    assert re.fullmatch(r"[a-z0-9-]+_[0-9a-f]{12}", service_name(long_a))
+    # A cut name never equals another server's uncut one ('_' is not in escaped names).
+    exactly = service_name(long_a)[:-13] + "-" + service_name(long_a)[-12:]
+    assert service_name(exactly) == exactly != service_name(long_a)
 
 
 def test_the_service_limits_cpu_memory_processes_and_gpus():
@@ -279,8 +299,10 @@ def test_a_vanished_folder_is_named_from_the_swarms_refusal_too(tmp_path):
     [
         ("node.labels.gpu == true", True),
         ("node.role==worker", True),
-        ("node.hostname != lab-3", True),
-        ("engine.labels.course == ds101", True),
+        ("node.id != 3kgzfbvk1j7d", True),
+        # Reported by the node itself: a node could claim them.
+        ("node.hostname != lab-3", False),
+        ("engine.labels.course == ds101", False),
         ("node.labels.x == a; rm -rf /", False),
         ("node.labels.x == $(id)", False),
         ("node.labels.x == a\nnode.role == manager", False),
@@ -294,9 +316,17 @@ def test_placement_constraints_are_a_closed_form(constraint, allowed):
 # -- the policy in each server's namespace --------------------------------------------
 
 
+NODE = swarmpolicy.NodeFacts(host=("192.0.2.10/32", "172.18.0.0/16"), nodes=("198.51.100.0/24",))
+
+
+def out_rules(egress=("public",), resolvers=("192.0.2.53",)) -> list[str]:
+    rules = swarmpolicy.server_rules("10.0.3.0/24", egress, resolvers, NODE).splitlines()
+    return [line.removeprefix("-A DSHUB-OUT ") for line in rules if line.startswith("-A DSHUB-OUT")]
+
+
 def test_a_servers_rules_let_it_reach_only_the_hubs_port_on_the_users_network():
-    rules = swarmpolicy.server_rules("10.0.3.0/24", ("public",), ("192.0.2.53",)).splitlines()
-    out = [line.removeprefix("-A DSHUB-OUT ") for line in rules if line.startswith("-A DSHUB-OUT")]
+    rules = swarmpolicy.server_rules("10.0.3.0/24", ("public",), ("192.0.2.53",), NODE).splitlines()
+    out = out_rules()
     assert out[:4] == [
         "-o lo -j RETURN",
         "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
@@ -309,6 +339,41 @@ def test_a_servers_rules_let_it_reach_only_the_hubs_port_on_the_users_network():
     assert "-A DSHUB-IN ! -i lo -p tcp -m tcp --dport 8081 -j DROP" in rules
     assert {"-A INPUT -j DSHUB-IN", "-A OUTPUT -j DSHUB-OUT"} <= set(rules)
     assert rules[0] == "*filter" and rules[-1] == "COMMIT"
+
+
+@pytest.mark.parametrize("egress", [("all",), ("public",), ("192.0.2.0/24", "198.51.100.0/24")])
+def test_whatever_the_egress_the_node_the_nodes_and_the_swarms_ports_stay_closed(egress):
+    out = out_rules(egress)
+    closed = [
+        "-d 192.0.2.10/32 -j DROP",
+        "-d 172.18.0.0/16 -j DROP",
+        "-d 198.51.100.0/24 -j DROP",
+        "-p udp -m udp --dport 4789 -j DROP",
+        "-p tcp -m tcp --dport 2377 -j DROP",
+        "-p tcp -m tcp --dport 7946 -j DROP",
+        "-p udp -m udp --dport 7946 -j DROP",
+    ]
+    first_egress = len(out) - len(netpolicy.egress_rules(egress))
+    for rule in closed:
+        assert out.index(rule) < first_egress, rule
+
+
+def test_ipv6_is_closed_but_for_loopback():
+    rules = swarmpolicy.IPV6_RULES.splitlines()
+    assert {":INPUT DROP [0:0]", ":OUTPUT DROP [0:0]", ":FORWARD DROP [0:0]"} <= set(rules)
+    assert "-A OUTPUT -o lo -j ACCEPT" in rules
+
+
+@pytest.mark.parametrize(
+    ("resolv_conf", "resolvers"),
+    [
+        ("nameserver 127.0.0.11\n# ExtServers: [192.0.2.53 198.51.100.1]\n", ("192.0.2.53", "198.51.100.1")),
+        ("nameserver 127.0.0.11\n# ExtServers: [host(192.0.2.53) 127.0.0.53]\n", ("192.0.2.53",)),
+        ("nameserver 127.0.0.11\n", ()),
+    ],
+)
+def test_the_resolvers_are_those_the_engine_forwards_the_server_to(resolv_conf, resolvers):
+    assert swarmpolicy.container_resolvers(resolv_conf) == resolvers
 
 
 def test_the_users_subnet_is_read_off_the_servers_address():
