@@ -327,8 +327,10 @@ SETTINGS: tuple[Setting, ...] = (
         "DSHUB_SWARM_NODE_NETWORKS",
         "",
         "Swarm mode: comma-separated IPv4 networks of the swarm's nodes and the pool's file server "
-        "(e.g. 10.0.0.0/24). Users' servers never reach them, whatever DSHUB_USER_EGRESS allows "
-        "(each server's own node is never reachable, listed or not).",
+        "(e.g. 10.0.0.0/24). Users' servers never reach them, whatever DSHUB_USER_EGRESS allows. "
+        "Besides these, each node's agent closes what it can see itself: the node, the managers, "
+        "the nodes on the users' network and the NFS servers it mounts from; name the networks to "
+        "close the rest too (other machines there).",
         _ipv4_networks,
         empty=(),
     ),

@@ -39,6 +39,7 @@ the node can. It runs in the host's network, to read the node's addresses.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import logging
 import os
@@ -62,7 +63,9 @@ log = logging.getLogger("dshub.swarmpolicy")
 HOST_PROC = Path("/host/proc")
 HOST_RESOLV_CONF = Path("/host/etc/resolv.conf")
 # The mark the entrypoint waits for (images/lab/dshub-entrypoint).
-POLICED_ALIAS = "dshub-policy"
+# The mark the entrypoint gate waits for names this module's own version: an agent
+# of another dshub version (an image left on a node) marks nothing the gate accepts.
+POLICED_ALIAS = "dshub-policy-" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 CHAIN_IN, CHAIN_OUT = "DSHUB-IN", "DSHUB-OUT"
 # A full look at the node's servers this often, besides the engine's start events.
 INTERVAL = 2.0
@@ -72,6 +75,8 @@ APPLIED = Path("/run/dshub-swarmpolicy-applied")
 # The swarm's own ports: managers' API, gossip, VXLAN (raw overlay frames would
 # pass every server's policy on arrival). Never a user's to send to.
 SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
+# Delivered to the node itself (or to everyone on a link), whatever the egress setting.
+NEVER = ("255.255.255.255/32", "224.0.0.0/4")
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def server_rules(subnet: str, egress: tuple[str, ...], resolvers: tuple[str, ...
         out += [f"-d {server}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")]
     # Whatever DSHUB_USER_EGRESS allows: never the node, the nodes, the swarm's ports.
     out += [f"-p {proto} -m {proto} --dport {port} -j DROP" for proto, port in SWARM_PORTS]
-    out += [f"-d {network} -j DROP" for network in (*node.host, *node.nodes)]
+    out += [f"-d {network} -j DROP" for network in (*node.host, *node.nodes, *NEVER)]
     out += egress_rules(egress)
     inbound = [f"! -i lo -p tcp -m tcp --dport {HUB_API_PORT} -j DROP"]
     lines = [
@@ -125,8 +130,10 @@ IPV6_RULES = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0
     "-A INPUT -i lo -j ACCEPT\n-A OUTPUT -o lo -j ACCEPT\nCOMMIT\n"
 )
 # One shell in the server's namespace: rules (v4, then v6), then the mark, or nothing.
+# A kernel without IPv6 has no IPv6 to close.
 APPLY = (
-    'printf %s "$1" | iptables-restore -w && printf %s "$2" | ip6tables-restore -w '
+    'printf %s "$1" | iptables-restore -w '
+    '&& { [ ! -d /proc/sys/net/ipv6 ] || printf %s "$2" | ip6tables-restore -w; } '
     f"&& ip link set lo alias {POLICED_ALIAS}"
 )
 
@@ -144,13 +151,18 @@ _EXT_SERVERS = re.compile(r"^# ExtServers: \[(.*)\]", re.MULTILINE)
 _IPV4 = re.compile(r"(?<![0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?![0-9.])")
 
 
-def container_resolvers(resolv_conf: str) -> tuple[str, ...]:
-    """The servers the engine's DNS forwards a container's lookups to (its resolv.conf says)."""
+def container_resolvers(resolv_conf: str) -> tuple[str, ...] | None:
+    """The servers the engine's DNS forwards a container's lookups to from its namespace.
+
+    None: its resolv.conf does not say (engines before 25). ``host(...)`` entries
+    are asked from the node's own namespace, so they need no rule here.
+    """
     found = _EXT_SERVERS.search(resolv_conf)
     if found is None:
-        return ()
+        return None
+    in_namespace = re.sub(r"host\([^)]*\)", " ", found[1])
     addresses = []
-    for candidate in _IPV4.findall(found[1]):
+    for candidate in _IPV4.findall(in_namespace):
         try:
             address = ipaddress.IPv4Address(candidate)
         except ValueError:
@@ -182,15 +194,17 @@ def open_namespace(container: dict) -> tuple[int, int]:
     return fd, pid
 
 
-def police(container: dict, settings: dshub_settings.Settings, node: NodeFacts) -> int:
-    """Put the policy in the server's namespace, then mark it so the server may start; its pid."""
+def police(container: dict, settings: dshub_settings.Settings, node: NodeFacts) -> None:
+    """Put the policy in the server's namespace, then mark it so the server may start."""
     subnet = users_subnet(container, settings.network)
     if subnet is None:
         raise RuntimeError(f"it has no address on {settings.network}")
     fd, pid = open_namespace(container)
     try:
         resolv = HOST_PROC / str(pid) / "root" / "etc" / "resolv.conf"
-        resolvers = container_resolvers(resolv.read_text()) or nameservers(HOST_RESOLV_CONF)
+        resolvers = container_resolvers(resolv.read_text())
+        if resolvers is None:
+            resolvers = nameservers(HOST_RESOLV_CONF)
         rules = server_rules(subnet, settings.user_egress, resolvers, node)
         done = subprocess.run(
             ["nsenter", f"--net=/proc/self/fd/{fd}", "--", "sh", "-c", APPLY, "apply", rules, IPV6_RULES],
@@ -203,14 +217,15 @@ def police(container: dict, settings: dshub_settings.Settings, node: NodeFacts) 
         os.close(fd)
     if done.returncode:
         raise RuntimeError(done.stderr.strip() or f"exit {done.returncode}")
-    return pid
 
 
 def host_networks(client: docker.DockerClient) -> tuple[str, ...]:
-    """This node's own addresses and its docker_gwbridge subnet (the agent is in the host's network)."""
+    """This node's own addresses (and their broadcast ones) and its docker_gwbridge subnet.
+
+    The agent is in the host's network, so ``ip`` shows the node's.
+    """
     shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True)
-    found = [f"{line.split()[3].split('/')[0]}/32" for line in shown.stdout.splitlines() if " inet " in line]
-    found = [a for a in found if not ipaddress.ip_network(a).is_loopback]
+    found = list(own_addresses(shown.stdout))
     try:
         bridge = client.api.inspect_network("docker_gwbridge")
         found += [c["Subnet"] for c in bridge.get("IPAM", {}).get("Config") or [] if ":" not in c["Subnet"]]
@@ -219,14 +234,63 @@ def host_networks(client: docker.DockerClient) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def own_addresses(ip_addr_output: str) -> tuple[str, ...]:
+    """Addresses and broadcast addresses in `ip -4 -o addr show` output, as /32s; not loopback."""
+    found = []
+    for line in ip_addr_output.splitlines():
+        words = line.split()
+        if "inet" not in words:
+            continue
+        found.append(words[words.index("inet") + 1].split("/")[0])
+        if "brd" in words:
+            found.append(words[words.index("brd") + 1])
+    return tuple(dict.fromkeys(f"{a}/32" for a in found if not ipaddress.ip_address(a).is_loopback))
+
+
+_NFS_SERVER = re.compile(r"\baddr=(\d{1,3}(?:\.\d{1,3}){3})\b")
+
+
+def nfs_servers(mountinfo: str) -> list[str]:
+    """The servers of the NFS mounts in a /proc/<pid>/mountinfo."""
+    return _NFS_SERVER.findall(mountinfo)
+
+
+def swarm_and_pool_hosts(client: docker.DockerClient, network: str, mountinfo: str) -> tuple[str, ...]:
+    """The other nodes and the pool's file server, as far as this node can tell.
+
+    The managers this node talks to, the nodes on the users' overlay, and every
+    NFS server this node mounts from: besides DSHUB_SWARM_NODE_NETWORKS, so a
+    server never reaches them even when the operator named none.
+    """
+    found = [
+        m.get("Addr", "").rsplit(":", 1)[0]
+        for m in client.info().get("Swarm", {}).get("RemoteManagers") or []
+    ]
+    try:
+        found += [
+            peer.get("IP", "")
+            for peer in client.api.inspect_network(network, verbose=True).get("Peers") or []
+        ]
+    except docker.errors.NotFound:
+        pass  # no server on the overlay here yet
+    found += nfs_servers(mountinfo)
+    hosts = []
+    for candidate in found:
+        try:
+            hosts.append(f"{ipaddress.IPv4Address(candidate)}/32")
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(hosts))
+
+
 class Agent:
     """Polices every user server of the deployment that starts on this node."""
 
     def __init__(self, settings: dshub_settings.Settings, client: docker.DockerClient) -> None:
         self.settings = settings
         self.client = client
-        # (container id, pid): a restarted container is a new namespace.
-        self.policed: set[tuple[str, int]] = set()
+        self.policed: set[str] = set()
+        self.node = NodeFacts((), ())
         self.wake = threading.Event()
         self.labels = [f"dshub.project={settings.project}", "dshub.role=user-server"]
 
@@ -243,21 +307,26 @@ class Agent:
                 time.sleep(1)
 
     def round(self) -> None:
-        node = NodeFacts(host_networks(self.client), self.settings.swarm_node_networks)
+        mountinfo = (HOST_PROC / "1" / "mountinfo").read_text()
+        others = swarm_and_pool_hosts(self.client, self.settings.network, mountinfo)
+        node = NodeFacts(host_networks(self.client), (*self.settings.swarm_node_networks, *others))
+        if node != self.node:
+            # A new address of the node, a new node: every server's rules again (each
+            # table is replaced at once, so they never stand open in between).
+            self.node, self.policed = node, set()
         running = self.client.api.containers(filters={"label": self.labels, "status": "running"})
         ids = {c["Id"] for c in running}
-        self.policed = {(i, pid) for i, pid in self.policed if i in ids}
-        done = {i for i, _ in self.policed}
-        for container_id in sorted(ids - done):
+        self.policed &= ids
+        for container_id in sorted(ids - self.policed):
             try:
                 container = self.client.api.inspect_container(container_id)
-                pid = police(container, self.settings, node)
+                police(container, self.settings, node)
             except docker.errors.NotFound:
                 continue  # gone since the list
             except (OSError, RuntimeError) as error:
                 log.error("Could not police %s (retrying): %s", container_id[:12], error)
                 continue
-            self.policed.add((container_id, pid))
+            self.policed.add(container_id)
             log.info("Policed %s", container["Name"].lstrip("/"))
 
     def run(self) -> None:

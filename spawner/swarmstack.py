@@ -268,6 +268,33 @@ def edge_network_options(settings: dshub_settings.Settings) -> list[str]:
     ]  # fmt: skip
 
 
+def stale_networks(stack: dict[str, Any], settings: dshub_settings.Settings) -> list[str]:
+    """The stack's networks that exist with other options than the settings ask for.
+
+    ``docker stack deploy`` (and a network create) leave an existing network as
+    it is: a network made before encryption was asked for would stay plain.
+    """
+    wanted = {n["name"]: n for n in stack["networks"].values() if not n.get("external")}
+    edge = edge_network(settings.project)
+    stale = []
+    for name in (*wanted, edge):
+        shown = docker("network", "inspect", name, check=False)
+        if shown.returncode:
+            continue
+        (info,) = json.loads(shown.stdout)
+        encrypted = "encrypted" in (info.get("Options") or {})
+        if name == edge:
+            ipam = (info.get("IPAM", {}).get("Config") or [{}])[0]
+            subnet = ipaddress.IPv4Network(settings.swarm_edge_subnet)
+            fits = ipam.get("Subnet") == str(subnet) and ipam.get("IPRange") == str(next(subnet.subnets()))
+        else:
+            joinable = bool(info.get("Attachable")) == wanted[name]["attachable"]
+            fits = info.get("Driver") == "overlay" and joinable
+        if encrypted != settings.swarm_encrypt or not fits:
+            stale.append(name)
+    return stale
+
+
 def ensure_edge_network(settings: dshub_settings.Settings) -> None:
     name = edge_network(settings.project)
     if docker("network", "inspect", name, check=False).returncode:
@@ -362,6 +389,14 @@ def up(compose: list[str], settings: dshub_settings.Settings, stack_path: Path) 
     names = [*STACK_SERVICES, *(["prometheus"] if settings.monitoring else [])]
     entrypoints = {n: image_entrypoint(config["services"][n]["image"]) for n in names}
     stack = stack_file(config, settings, entrypoints)
+    stale = stale_networks(stack, settings)
+    if stale:
+        raise SwarmError(
+            f"network(s) {', '.join(stale)} exist with other options than the settings ask for "
+            "(encryption, who may join, addresses), and a swarm never changes a network in place: "
+            "remove them with `make swarm-down USERS=1` (a single-host stack's: `make clean`; users' "
+            "servers stop, files and the hub's state stay), then run make swarm-up again."
+        )
     if settings.swarm_forwarder:
         ensure_edge_network(settings)
     # The environment holds the settings, secrets among them: as private as the

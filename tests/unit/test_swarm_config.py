@@ -368,8 +368,11 @@ def test_ipv6_is_closed_but_for_loopback():
     ("resolv_conf", "resolvers"),
     [
         ("nameserver 127.0.0.11\n# ExtServers: [192.0.2.53 198.51.100.1]\n", ("192.0.2.53", "198.51.100.1")),
-        ("nameserver 127.0.0.11\n# ExtServers: [host(192.0.2.53) 127.0.0.53]\n", ("192.0.2.53",)),
-        ("nameserver 127.0.0.11\n", ()),
+        # Asked from the node's own namespace: no rule in the server's.
+        ("nameserver 127.0.0.11\n# ExtServers: [host(192.0.2.53) 198.51.100.1]\n", ("198.51.100.1",)),
+        ("nameserver 127.0.0.11\n# ExtServers: [host(127.0.0.53)]\n", ()),
+        # Engines before 25 do not say: the node's resolvers then.
+        ("nameserver 127.0.0.11\n", None),
     ],
 )
 def test_the_resolvers_are_those_the_engine_forwards_the_server_to(resolv_conf, resolvers):
@@ -396,3 +399,37 @@ def test_the_policy_gate_starts_nothing_and_says_why_without_the_agent():
     assert "netpolicy agent" in done.stderr
     assert "started" not in done.stdout
     assert entrypoint_wrapper(["echo"], policy=False) == ["setpriv", "--no-new-privs", "--", "echo"]
+
+
+def test_the_mark_names_the_policys_own_version():
+    # An agent of another version (an image left on a node) marks nothing the gate accepts.
+    assert re.fullmatch(r"dshub-policy-[0-9a-f]{12}", swarmpolicy.POLICED_ALIAS)
+    assert swarmpolicy.POLICED_ALIAS in entrypoint_wrapper(["echo"], policy=True)[5]
+
+
+def test_broadcast_and_multicast_stay_closed_whatever_the_egress():
+    out = out_rules(("all",))
+    assert "-d 255.255.255.255/32 -j DROP" in out and "-d 224.0.0.0/4 -j DROP" in out
+
+
+def test_the_nodes_addresses_with_their_broadcast_ones():
+    shown = (
+        "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n"
+        "2: eth0    inet 10.0.0.10/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever\n"
+        "3: docker_gwbridge    inet 172.18.0.1/16 brd 172.18.255.255 scope global docker_gwbridge\n"
+    )
+    assert swarmpolicy.own_addresses(shown) == (
+        "10.0.0.10/32",
+        "10.0.0.255/32",
+        "172.18.0.1/32",
+        "172.18.255.255/32",
+    )
+
+
+def test_the_pools_file_server_is_read_off_the_nodes_mounts():
+    mountinfo = (
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        "312 27 0:61 / /srv/dshub-pool rw,noatime shared:180 - nfs4 files:/srv/dshub-pool "
+        "rw,vers=4.2,rsize=1048576,hard,proto=tcp,timeo=600,sec=sys,clientaddr=10.0.0.10,addr=10.0.0.5\n"
+    )
+    assert swarmpolicy.nfs_servers(mountinfo) == ["10.0.0.5"]
