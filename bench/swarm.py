@@ -25,6 +25,7 @@ from bench.common import (
     p95,
     project_name,
     stack,
+    status_answers,
     stop_server,
     table,
     user_image,
@@ -32,7 +33,6 @@ from bench.common import (
     wait_until,
 )
 from bench.spawn import hub_spawn
-from tests.support.hub import HubSession
 from tests.support.stack import SwarmStack
 from tests.support.swarmnodes import local_swarm, swarm_cluster
 
@@ -64,20 +64,6 @@ def spawn_samples(spawns: int) -> list[dict[str, object]]:
     return samples
 
 
-def answers(admin: HubSession, name: str) -> bool:
-    """Whether the user's server answers /api/status through the edge (the admin's token)."""
-    try:
-        resp = admin.bare.get(
-            f"{admin.base_url}/user/{name}/api/status",
-            headers={"Authorization": f"token {admin.token}"},
-            timeout=10,
-            allow_redirects=False,
-        )
-    except OSError:
-        return False
-    return resp.status_code == 200
-
-
 def storm_samples(users: int) -> list[dict[str, object]]:
     names = [f"c{i:02d}" for i in range(users)]
     with tempfile.TemporaryDirectory(prefix="dshub-bench-") as workdir:
@@ -91,7 +77,7 @@ def storm_samples(users: int) -> list[dict[str, object]]:
                 try:
                     resp = admin.api("POST", f"/users/{name}/server")
                     assert resp.status_code in (201, 202), resp.text
-                    wait_until(lambda: answers(admin, name), STORM_TIMEOUT, 0.25, f"server of {name}")
+                    wait_until(lambda: status_answers(admin, name), STORM_TIMEOUT, 0.25, f"server of {name}")
                 except (AssertionError, TimeoutError, OSError) as error:
                     return {"measure": "storm", "user": name, "ok": False, "error": str(error)[:200]}
                 return {"measure": "storm", "user": name, "ok": True, "seconds": time.monotonic() - began}
