@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SETTINGS := build/settings.env
 # Read by compose/compose.yaml; lowercase so they never look like DSHUB_* settings.
-export dshub_tag := $(shell sed -n 's/^VERSION = "\(.*\)"$$/\1/p' spawner/settings.py)
+export dshub_tag := $(shell sed -n 's/^VERSION = "\(.*\)"$$/\1/p' spawner/core/constants.py)
 export dshub_settings_file := $(abspath $(SETTINGS))
 COMPOSE := $(VENV)/bin/docker-compose --project-directory compose -f compose/compose.yaml --env-file $(SETTINGS)
 # The stack plus the development OpenID Connect provider (tests, local OAuth trials).
@@ -38,10 +38,10 @@ single-host: settings
 	  echo "dshub: DSHUB_MODE=swarm: use make swarm-up (docs/scale-out.md)"; exit 2; fi
 
 swarm-up: build ## DSHUB_MODE=swarm: the hub and Traefik as a stack on this swarm manager (docs/scale-out.md)
-	@$(LOAD_SETTINGS); $(PY) -m spawner.swarmstack up --stack-file build/stack.yaml -- $(COMPOSE)
+	@$(LOAD_SETTINGS); $(PY) -m spawner.cli.swarmstack up --stack-file build/stack.yaml -- $(COMPOSE)
 
 swarm-down: settings ## DSHUB_MODE=swarm: remove the stack (USERS=1: users' servers too); files and the hub's state stay
-	@$(LOAD_SETTINGS); $(PY) -m spawner.swarmstack down $(if $(USERS),--users)
+	@$(LOAD_SETTINGS); $(PY) -m spawner.cli.swarmstack down $(if $(USERS),--users)
 
 up-dev: build-dev ## like up, plus the development OpenID Connect provider (docs/auth.md)
 	$(COMPOSE_DEV) up -d --wait
@@ -69,7 +69,7 @@ engine: ## make sure a Docker engine runs (installs Debian's docker.io as root i
 	@scripts/engine.sh
 
 settings: $(VENV)/.stamp ## validate .env and render the complete settings
-	@$(PY) -m spawner.settings render --output $(SETTINGS)
+	@$(PY) -m spawner.cli.settings render --output $(SETTINGS)
 
 $(VENV)/.stamp: requirements-dev.txt images/hub/requirements.txt scripts/venv.sh
 	scripts/venv.sh $(VENV) requirements-dev.txt
@@ -95,9 +95,10 @@ bench: build build-dev ## run the benchmarks; writes BENCHMARKS.md and build/ben
 test-unit: $(VENV)/.stamp ## unit tests only; no engine needed, runs in seconds
 	$(PY) -m pytest -m unit
 
-lint: $(VENV)/.stamp ## ruff lint and format check
+lint: $(VENV)/.stamp ## ruff lint and format check; imports go one way (pyproject.toml, importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.stamp ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
@@ -107,29 +108,29 @@ logs: settings ## follow the hub's and Traefik's logs
 	$(COMPOSE) logs -f
 
 ps: settings ## list this deployment's containers, user servers included
-	@$(LOAD_SETTINGS); $(PY) -m spawner.usage ps
+	@$(LOAD_SETTINGS); $(PY) -m spawner.cli.usage ps
 
 usage: settings ## running user servers with their profile, CPU, memory, disk and GPUs
-	@$(HUB_EXEC) python3 -m spawner.usage
+	@$(HUB_EXEC) python3 -m spawner.cli.usage
 
 roster: settings ## import a class list: make roster FILE=class.csv (username,groups,role)
 	@test -n "$$FILE" || { echo "usage: make roster FILE=class.csv"; exit 2; }
-	$(HUB_EXEC) python3 -m spawner.roster import - < "$$FILE"
+	$(HUB_EXEC) python3 -m spawner.cli.roster import - < "$$FILE"
 
 archive: settings ## off-board a user, keeping their files: make archive NAME=bob
 	@test -n "$$NAME" || { echo "usage: make archive NAME=bob"; exit 2; }
-	$(HUB_EXEC) python3 -m spawner.roster archive --remove-from-hub "$$NAME"
+	$(HUB_EXEC) python3 -m spawner.cli.roster archive --remove-from-hub "$$NAME"
 
 backup: settings ## hub state, secrets, profiles and the pool in backups/<project>-<date>.tar.gz, 0600 (NO_POOL=1: without the pool)
 	@$(LOAD_SETTINGS); mkdir -p -m 700 backups; umask 077; \
 	archive="backups/$$DSHUB_PROJECT-$$(date -u +%Y%m%dT%H%M%SZ).tar.gz"; \
-	$(HUB_EXEC) python3 -m spawner.backup create $(if $(NO_POOL),--no-pool) > "$$archive.part"; \
+	$(HUB_EXEC) python3 -m spawner.cli.backup create $(if $(NO_POOL),--no-pool) > "$$archive.part"; \
 	mv "$$archive.part" "$$archive"; ls -l "$$archive"
 
 restore: settings ## restore a backup onto fresh volumes and an empty pool: make restore FILE=backups/...tar.gz
 	@test -n "$$FILE" || { echo "usage: make restore FILE=backups/<project>-<date>.tar.gz"; exit 2; }
 	$(COMPOSE) up --no-start
-	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.backup restore < "$$FILE"
+	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 hub -m spawner.cli.backup restore < "$$FILE"
 	@$(LOAD_SETTINGS); if [ ! -e "$$DSHUB_CONFIG_DIR/profiles.yaml" ] && tar -tzf "$$FILE" config/profiles.yaml >/dev/null 2>&1; then \
 	  tar -xzf "$$FILE" -C "$$DSHUB_CONFIG_DIR" --strip-components=1 config/profiles.yaml; echo "restored profiles.yaml"; fi
 	@$(LOAD_SETTINGS); if [ "$$DSHUB_MODE" = swarm ]; then \
@@ -142,20 +143,20 @@ upgrade: engine single-host ## back up the hub's state, fetch the new version (g
 
 # The second half of `make upgrade`, in a new make: the fetched Makefile, version and settings.
 upgrade-stack: build
-	@$(LOAD_SETTINGS); $(PY) -m spawner.upgrade --backups backups --project "$$DSHUB_PROJECT" -- $(COMPOSE)
+	@$(LOAD_SETTINGS); $(PY) -m spawner.cli.upgrade --backups backups --project "$$DSHUB_PROJECT" -- $(COMPOSE)
 
 renew-certificates: settings ## DSHUB_TLS=acme: order new certificates now (the proxy restarts: open connections reconnect)
 	$(COMPOSE) stop proxy
-	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 edge-init -m spawner.edge forget-certificates
+	$(COMPOSE) run --rm --no-deps -T --entrypoint python3 edge-init -m spawner.hub.edge forget-certificates
 	$(COMPOSE) up -d --wait
 
 admin-password: settings ## show the first admin's one-time initial password (until it is used)
-	@$(HUB_EXEC) python3 -m spawner.localauth initial-password
+	@$(HUB_EXEC) python3 -m spawner.auth.localauth initial-password
 
 unbind: settings ## OAuth: release a username from the provider account it is bound to: make unbind NAME=ada
 	@test -n "$$NAME" || { echo "usage: make unbind NAME=ada"; exit 2; }
-	$(HUB_EXEC) python3 -m spawner.oauth unbind "$$NAME"
+	$(HUB_EXEC) python3 -m spawner.auth.oauth unbind "$$NAME"
 
 initial-password: settings ## a user's one-time initial password: make initial-password NAME=bob
 	@test -n "$$NAME" || { echo "usage: make initial-password NAME=bob"; exit 2; }
-	@$(HUB_EXEC) python3 -m spawner.localauth initial-password "$$NAME"
+	@$(HUB_EXEC) python3 -m spawner.auth.localauth initial-password "$$NAME"

@@ -1,7 +1,7 @@
 """dshub's JupyterHub configuration: read settings, wire the parts together.
 
-Every value comes from spawner.settings (validated, from .env); the logic lives in
-the spawner package; spawner.layout says where compose mounts things.
+Every value comes from spawner.config.settings (validated, from .env); the logic lives in
+the spawner package; spawner.config.layout says where compose mounts things.
 """
 
 import logging
@@ -9,20 +9,27 @@ import sys
 
 from jupyterhub_traefik_proxy.traefik_utils import deep_merge
 
-from spawner import culling, edge, metrics, roster
-from spawner import settings as dshub_settings
-from spawner.auth import authenticator_config
-from spawner.datapool import DataPool
-from spawner.disk import LimitsFile
-from spawner.docker import HOME, DataPoolSpawner, HubShared, SwarmDataPoolSpawner
-from spawner.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, QUOTA_DIR, RULES_FILE, secrets_dir
-from spawner.names import ControlFreeLogRecord
-from spawner.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
-from spawner.proxy import DshubTraefikProxy, hub_pages_only_on_hub_host, sign_in_rate_limit, user_subdomain
-from spawner.secrets import ensure_secret
-from spawner.sharing import HANDLERS as SHARING_HANDLERS
-from spawner.sharing import TEMPLATES
-from spawner.sharing import USER_ROLE as SHARING_USER_ROLE
+from spawner.auth.configure import authenticator_config
+from spawner.cli import roster
+from spawner.config import settings as dshub_settings
+from spawner.config.layout import CONFIG_DIR, DATA_DIR, METRICS_DIR, QUOTA_DIR, RULES_FILE, secrets_dir
+from spawner.config.profiles import PROFILES_FILE_NAME, Defaults, ProfileError, ProfilesFile
+from spawner.config.secrets import ensure_secret
+from spawner.core.constants import HUB_API_PORT
+from spawner.core.names import ControlFreeLogRecord
+from spawner.hub import culling, edge, metrics
+from spawner.hub.proxy import (
+    DshubTraefikProxy,
+    hub_pages_only_on_hub_host,
+    sign_in_rate_limit,
+    user_subdomain,
+)
+from spawner.hub.sharing import HANDLERS as SHARING_HANDLERS
+from spawner.hub.sharing import TEMPLATES
+from spawner.hub.sharing import USER_ROLE as SHARING_USER_ROLE
+from spawner.pool.datapool import DataPool
+from spawner.pool.disk import LimitsFile
+from spawner.spawn.docker import HOME, DataPoolSpawner, HubShared, SwarmDataPoolSpawner
 
 SECRETS_DIR = secrets_dir()
 # Names in log lines come from users: no control characters, no forged lines.
@@ -42,8 +49,8 @@ c.JupyterHub.db_url = f"sqlite:///{DATA_DIR}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret = bytes.fromhex(ensure_secret(SECRETS_DIR, "cookie-secret"))
 c.CryptKeeper.keys = [bytes.fromhex(ensure_secret(SECRETS_DIR, "crypt-key"))]
 c.JupyterHub.bind_url = "http://:8000"
-c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
-c.JupyterHub.hub_connect_url = "http://hub:8081"
+c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_API_PORT}"
+c.JupyterHub.hub_connect_url = f"http://hub:{HUB_API_PORT}"
 if settings.public_url.startswith("https://"):
     # Served over https: every cookie of the hub and of the user servers is Secure
     # (servers set theirs from JUPYTERHUB_PUBLIC_URL and HubOAuth.cookie_options).
@@ -73,10 +80,12 @@ c.DshubTraefikProxy.dynamic_config_file = RULES_FILE
 c.DshubTraefikProxy.traefik_api_url = "http://proxy-api:8099"
 c.DshubTraefikProxy.traefik_api_username = "jupyterhub"
 c.DshubTraefikProxy.traefik_api_password = ensure_secret(SECRETS_DIR, "proxy-api-password")
-# Every route on the entry point people reach: https with DSHUB_TLS on (spawner/edge.py).
+# Every route on the entry point people reach: https with DSHUB_TLS on (spawner/hub/edge.py).
 entrypoint = edge.web_entrypoint(settings)
 c.DshubTraefikProxy.traefik_entrypoint = entrypoint
-edge_rules = sign_in_rate_limit(settings.signin_rate, entrypoint, "http://hub:8081", settings.trusted_proxies)
+edge_rules = sign_in_rate_limit(
+    settings.signin_rate, entrypoint, f"http://hub:{HUB_API_PORT}", settings.trusted_proxies
+)
 if settings.user_subdomains:
     edge_rules = deep_merge(edge_rules, hub_pages_only_on_hub_host(settings.subdomain_host, entrypoint))
 c.DshubTraefikProxy.extra_dynamic_config = edge_rules
@@ -109,7 +118,7 @@ c[auth.cls.__name__].update(auth.traits)
 c.DataPoolSpawner.update(auth.spawner_traits)
 
 # -- user servers: image and limits come from the profile the user chose -----
-# DSHUB_MODE=swarm: the same servers as swarm services, on any node (spawner/swarmstack.py).
+# DSHUB_MODE=swarm: the same servers as swarm services, on any node (spawner/cli/swarmstack.py).
 c.JupyterHub.spawner_class = SwarmDataPoolSpawner if settings.mode == "swarm" else DataPoolSpawner
 c.SwarmDataPoolSpawner.network_policy = settings.network_policy
 DataPoolSpawner.share(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from spawner.settings import VERSION
+from spawner.core.constants import VERSION
 from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from bench.common import stack as bench_stack
-from spawner.edge import PROXY_IMAGE
-from spawner.settings import VERSION
+from spawner.core.constants import VERSION
+from spawner.hub.edge import PROXY_IMAGE
 from tests.support.hub import HubSession
 from tests.support.stack import docker
 

@@ -30,7 +30,7 @@ from bench.common import (
 )
 from bench.density import AT_ONCE, start
 from bench.spawn import hub_spawn
-from spawner.netpolicy import chain_names
+from spawner.services.netpolicy import chain_names
 
 USERS = 100
 SPAWNS = 10

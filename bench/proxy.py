@@ -34,8 +34,8 @@ from bench.common import (
     wait_until,
 )
 from bench.reference import Reference
-from spawner.edge import PROXY_IMAGE
-from spawner.settings import VERSION
+from spawner.core.constants import VERSION
+from spawner.hub.edge import PROXY_IMAGE
 from tests.support.hub import HubSession
 from tests.support.stack import docker
 
@@ -53,7 +53,7 @@ USER = "wsuser"
 
 # Run in dshub's hub: a rules file beside the hub's own (Traefik loads them all).
 EDGE_ROUTE = f"""
-from spawner.proxy import ReadableRulesFileHandler
+from spawner.hub.proxy import ReadableRulesFileHandler
 service = {{"loadBalancer": {{"servers": [{{"url": "http://{BACKEND}:8080"}}]}}}}
 router = {{"rule": "PathPrefix(`/ping`)", "service": "bench_backend", "entryPoints": ["http"]}}
 rules = {{"http": {{"routers": {{"bench_backend": router}}, "services": {{"bench_backend": service}}}}}}

@@ -16,7 +16,8 @@ from pathlib import Path
 import requests
 
 from bench.common import project_name, remove_labelled, user_image, wait_until
-from spawner import settings as dshub_settings
+from spawner.config import settings as dshub_settings
+from spawner.core.constants import VERSION
 from tests.support.hub import HubSession
 from tests.support.stack import COMPOSE_BIN, REPO, free_port
 
@@ -38,7 +39,7 @@ class Reference:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
             "BENCH_PROJECT": self.project,
-            "BENCH_TAG": dshub_settings.VERSION,
+            "BENCH_TAG": VERSION,
             "BENCH_TOKEN": self.token,
             "BENCH_PORT": str(self.port),
             "BENCH_USER_IMAGE": self.user_image,

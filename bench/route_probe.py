@@ -10,7 +10,7 @@ touched. Each sample times two things from the moment add_route is called:
   reload time, the floor; polled every POLL_SECONDS from the start).
 
 Variants, interleaved sample by sample on the same file and Traefik: "dshub"
-(spawner.proxy.DshubTraefikProxy as built into the hub image) and "upstream"
+(spawner.hub.proxy.DshubTraefikProxy as built into the hub image) and "upstream"
 (the same class with jupyterhub-traefik-proxy's own wait, rules writer and API
 password hash: its API requests go through a second API router, under
 UPSTREAM_API, whose password hash has bcrypt's default cost).
@@ -35,8 +35,8 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application, RequestHandler
 from traitlets import default
 
-from spawner.layout import DATA_DIR, RULES_FILE, secrets_dir
-from spawner.proxy import DshubTraefikProxy
+from spawner.config.layout import DATA_DIR, RULES_FILE, secrets_dir
+from spawner.hub.proxy import DshubTraefikProxy
 
 BACKEND_PORT = 9990
 EDGE = "http://proxy:8000"

@@ -4,7 +4,7 @@
 # `docker import` (for machines with no container registry). Never rebuilt when present.
 #
 # debootstrap uses MIRROR, or, when it is empty, the Debian mirror the host's own apt
-# uses (spawner/aptmirror.py), so a machine behind a mirror needs no setting. It
+# uses (spawner/cli/aptmirror.py), so a machine behind a mirror needs no setting. It
 # downloads with wget, which honours http_proxy/https_proxy: unless those are set,
 # the host apt's proxy (Acquire::http::Proxy, Acquire::https::Proxy) is used.
 set -euo pipefail
@@ -40,7 +40,7 @@ fi
 log "cannot pull $image; building it with debootstrap"
 if [ -z "$mirror" ]; then
   # It prints why and what to set when the host has no Debian mirror.
-  mirror="$(PYTHONPATH="$repo" "$python" -m spawner.aptmirror)"
+  mirror="$(PYTHONPATH="$repo" "$python" -m spawner.cli.aptmirror)"
 fi
 for scheme in http https; do
   var="${scheme}_proxy"

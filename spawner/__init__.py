@@ -1,1 +1,4 @@
-"""dshub's hub-side package: settings, the data pool, the spawner, the proxy and auth."""
+"""dshub, cut by concern; imports go one way, down this list (`make lint` holds it):
+
+cli (operators' commands) > hub, spawn, auth, services > pool > config > core.
+"""

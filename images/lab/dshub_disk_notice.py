@@ -7,7 +7,7 @@ check (which would also reach out to PyPI), and only near the quota: below
 ``DSHUB_DISK_WARN_PERCENT`` there is nothing to say.
 
 The figures come from the hub at the server's start (``DSHUB_DISK_*``,
-spawner/docker.py). Where the pool enforces the quota with project quotas,
+spawner/spawn/docker.py). Where the pool enforces the quota with project quotas,
 ``statvfs`` of the home reports the project's limit and live use, and that wins.
 """
 
@@ -19,7 +19,7 @@ from jupyterlab.handlers.announcements import CheckForUpdateABC
 
 
 def size(value: int) -> str:
-    """As the hub writes sizes (spawner.disk.size): 7.5M, 930M, 9.6G, 12G."""
+    """As the hub writes sizes (spawner.core.units.size_for_people): 7.5M, 930M, 9.6G, 12G."""
     units = (("T", 2**40), ("G", 2**30), ("M", 2**20))
     unit, scale = next(((u, s) for u, s in units if value >= s), units[-1])
     number = value / scale

@@ -193,7 +193,7 @@ def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_brows
     acme_stack.compose("stop", "proxy")
     forget = acme_stack.compose(
         "run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", "edge-init",
-        "-m", "spawner.edge", "forget-certificates",
+        "-m", "spawner.hub.edge", "forget-certificates",
     )  # fmt: skip
     assert "dropped 1 certificate(s)" in forget.stdout
     acme_stack.compose("up", "-d", "--wait")

@@ -21,8 +21,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from spawner.docker import HOME
-from spawner.proxy import user_label
+from spawner.hub.proxy import user_label
+from spawner.spawn.docker import HOME
 from tests.e2e.conftest import run_until_shown, screenshot, wait_for_url_after_network_change
 from tests.support.certs import OwnCa
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port

@@ -36,7 +36,9 @@ def back_up(stack, archive) -> float:
     try:
         with archive.open("wb") as out:
             subprocess.run(
-                ["docker", "exec", hub, "python3", "-m", "spawner.backup", "create"], stdout=out, check=True
+                ["docker", "exec", hub, "python3", "-m", "spawner.cli.backup", "create"],
+                stdout=out,
+                check=True,
             )
     finally:
         os.umask(old_umask)
@@ -47,7 +49,16 @@ def restore(stack, archive) -> None:
     """`make restore`: fresh volumes, the archive unpacked by a one-off hub container, then up."""
     stack.compose("up", "--no-start")
     cmd, env = stack.compose_invocation(
-        "run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", "hub", "-m", "spawner.backup", "restore"
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "--entrypoint",
+        "python3",
+        "hub",
+        "-m",
+        "spawner.cli.backup",
+        "restore",
     )
     with archive.open("rb") as source:
         out = subprocess.run(cmd, stdin=source, capture_output=True, text=True, env=env, check=False)

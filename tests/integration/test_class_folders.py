@@ -20,7 +20,7 @@ ivan,,instructor
 
 
 def roster(stack, *args, stdin=None):
-    return stack.hub_exec("python3", "-m", "spawner.roster", *args, stdin=stdin)
+    return stack.hub_exec("python3", "-m", "spawner.cli.roster", *args, stdin=stdin)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from spawner.culling import check_interval
+from spawner.hub.culling import check_interval
 from tests.support.stack import LAB_IMAGE, Stack
 
 IDLE_TIMEOUT = 30

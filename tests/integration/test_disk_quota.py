@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
+from spawner.core.constants import VERSION
 from tests.support.hub import HubSession
 from tests.support.stack import LAB_IMAGE, TEST_PREFIX, Stack, docker
 
@@ -89,7 +89,7 @@ def lab_notice(person: HubSession) -> str | None:
 
 def usage_row(stack: Stack, user: str) -> str:
     (hub,) = stack.containers("hub")
-    out = docker("exec", hub, "python3", "-m", "spawner.usage").stdout
+    out = docker("exec", hub, "python3", "-m", "spawner.cli.usage").stdout
     (row,) = [line for line in out.splitlines() if line.startswith(f"{user} ")]
     return row
 
@@ -171,7 +171,7 @@ def _mount_quota_filesystem(where: Path) -> Path:
         docker(
             "run", "--rm", "--label", f"dshub.project={TEST_PREFIX}{os.getpid()}-mkfs-{uuid.uuid4().hex[:6]}",
             "-v", f"{where}:/x", "--entrypoint", mkfs[0],
-            f"dshub/quota:{dshub_settings.VERSION}", *mkfs[1:], f"/x/{image.name}",
+            f"dshub/quota:{VERSION}", *mkfs[1:], f"/x/{image.name}",
         )  # fmt: skip
         mounted = subprocess.run(
             ["mount", "-o", "loop,prjquota", str(image), str(mountpoint)], capture_output=True, text=True

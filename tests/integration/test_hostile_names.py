@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from spawner.datapool import escape_name
+from spawner.pool.datapool import escape_name
 from tests.support.hostile import REFUSED, SAME_AS
 from tests.support.hub import HubSession, SignInRefused
 from tests.support.stack import LAB_IMAGE, Stack, docker
@@ -101,7 +101,7 @@ def test_roster_reports_each_hostile_row_and_applies_nothing(stack):
         writer.writerow([name, "g1", "student"])
     writer.writerow(["newcomer", "g1", "student"])
     before = user_names(stack)
-    result = stack.hub_exec("python3", "-m", "spawner.roster", "import", "-", stdin=text.getvalue())
+    result = stack.hub_exec("python3", "-m", "spawner.cli.roster", "import", "-", stdin=text.getvalue())
     assert result.returncode == 1, result.stdout
     # A field with a line break spans two lines of the file; csv counts the row's first.
     reported = re.findall(r"^  line (\d+): bad username", result.stderr, re.M)

@@ -191,7 +191,7 @@ def test_named_servers_run_side_by_side_up_to_the_limit(stack, ada):
         assert third.status_code == 403, third.text
         assert "at most 2 server(s) at once" in third.json()["message"]
         usage = subprocess.run(
-            ["docker", "exec", stack.containers("hub")[0], "python3", "-m", "spawner.usage"],
+            ["docker", "exec", stack.containers("hub")[0], "python3", "-m", "spawner.cli.usage"],
             capture_output=True,
             text=True,
             check=True,

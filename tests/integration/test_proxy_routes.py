@@ -16,8 +16,8 @@ import asyncio, json, time
 from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application, RequestHandler
-from spawner.layout import DATA_DIR, RULES_FILE, secrets_dir
-from spawner.proxy import DshubTraefikProxy
+from spawner.config.layout import DATA_DIR, RULES_FILE, secrets_dir
+from spawner.hub.proxy import DshubTraefikProxy
 
 RULES = str(Path(RULES_FILE).parent / "test-routes.toml")
 ROUTE = "/user/ada.l@uni.example/"

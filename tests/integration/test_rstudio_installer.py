@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from spawner.settings import VERSION
+from spawner.core.constants import VERSION
 from tests.support.stack import REPO, TEST_PREFIX, docker
 
 INSTALLER = REPO / "images" / "datascience" / "install-rstudio"

@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from spawner import settings as dshub_settings
-from spawner.edge import PROXY_IMAGE
+from spawner.core.constants import VERSION
+from spawner.hub.edge import PROXY_IMAGE
 from tests.support.hub import HubSession, SignInRefused
 from tests.support.stack import docker
 
@@ -218,7 +218,7 @@ def test_secrets_are_private_and_never_logged(stack, admin):
     assert logs and not [v for v in values if v in logs]
     images = [
         PROXY_IMAGE,
-        *(f"dshub/{name}:{dshub_settings.VERSION}" for name in ("hub", "lab", "datascience")),
+        *(f"dshub/{name}:{VERSION}" for name in ("hub", "lab", "datascience")),
     ]
     for image in images:
         history = docker("history", "--no-trunc", image).stdout

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from spawner.settings import VERSION
+from spawner.core.constants import VERSION
 from tests.support.stack import REPO, Stack, docker
 
 NEXT = f"{VERSION}-next"
@@ -48,10 +48,10 @@ def next_version() -> Iterator[str]:
 
 
 def run_upgrade(stack: Stack, backups: Path) -> subprocess.CompletedProcess[str]:
-    """spawner.upgrade on the stack, as `make upgrade-stack` runs it."""
+    """spawner.cli.upgrade on the stack, as `make upgrade-stack` runs it."""
     compose, env = stack.compose_invocation()
     return subprocess.run(
-        [sys.executable, "-m", "spawner.upgrade", "--backups", str(backups), "--project", stack.project,
+        [sys.executable, "-m", "spawner.cli.upgrade", "--backups", str(backups), "--project", stack.project,
          "--", *compose],
         env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, check=False,
     )  # fmt: skip

@@ -24,14 +24,16 @@ from urllib.parse import urlsplit
 
 import requests
 
-from spawner import settings as dshub_settings
-from spawner.edge import PROXY_IMAGE
+from spawner.cli import settings as settings_cli
+from spawner.config import settings as dshub_settings
+from spawner.core.constants import VERSION
+from spawner.hub.edge import PROXY_IMAGE
 from tests.support.hub import HubSession, edge_session
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PREFIX = "dshubt-"
 # The lean user image: for tests about the hub, not about the IDEs.
-LAB_IMAGE = f"dshub/lab:{dshub_settings.VERSION}"
+LAB_IMAGE = f"dshub/lab:{VERSION}"
 # Written by images/datascience/install-rstudio.
 RSTUDIO_RECORD = "/usr/local/share/dshub/rstudio-server.txt"
 COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
@@ -60,7 +62,7 @@ def compose_invocation(
     """The command line and environment of `docker compose` on the project's files, as make runs it."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSHUB_")},
-        "dshub_tag": dshub_settings.VERSION,
+        "dshub_tag": VERSION,
         "dshub_settings_file": str(settings_file),
         **(extra_env or {}),
     }
@@ -94,7 +96,7 @@ def compose(
 
 
 def require_images(*names: str) -> None:
-    refs = {n: PROXY_IMAGE if n == "proxy" else f"dshub/{n}:{dshub_settings.VERSION}" for n in names}
+    refs = {n: PROXY_IMAGE if n == "proxy" else f"dshub/{n}:{VERSION}" for n in names}
     missing = [n for n, ref in refs.items() if docker("image", "inspect", ref, check=False).returncode]
     if missing:
         raise RuntimeError(
@@ -159,11 +161,11 @@ def sweep_test_leftovers() -> None:
 
 
 def remove_network_policy(project: str) -> None:
-    """A stack's firewall chains (spawner/netpolicy.py), which outlive its containers."""
+    """A stack's firewall chains (spawner/services/netpolicy.py), which outlive its containers."""
     docker(
         "run", "--rm", "--network", "host", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL",
         "--label", f"dshub.project={project}",
-        f"dshub/netpolicy:{dshub_settings.VERSION}", "remove", "--project", project,
+        f"dshub/netpolicy:{VERSION}", "remove", "--project", project,
         check=False,
     )  # fmt: skip
 
@@ -270,7 +272,7 @@ class Stack:
         """Once started: the self-signed certificate to check the edge with, and the hub healthy behind it."""
         if self.settings.tls == "self-signed" and self.ca_bundle is None:
             self.ca_bundle = self.workdir / "self-signed.pem"
-            show = "from spawner.edge import named_pair; print(named_pair()[0].read_text(), end='')"
+            show = "from spawner.hub.edge import named_pair; print(named_pair()[0].read_text(), end='')"
             served = self.hub_exec("python3", "-c", show)
             self.ca_bundle.write_text(served.stdout)
         self.wait_healthy()
@@ -285,7 +287,7 @@ class Stack:
         self.overrides.update(overrides)
         env = {**self._base_env(), **self.overrides}
         self.settings = dshub_settings.load(env)
-        self.settings_file.write_text(dshub_settings.render(None, env))
+        self.settings_file.write_text(settings_cli.render(None, env))
 
     def recreate(self) -> None:
         """Down with the hub's volumes (database, passwords, secrets), then up again; the pool stays."""
@@ -344,7 +346,7 @@ class Stack:
     def initial_password(self, name: str) -> str:
         """The user's one-time initial password, as `make initial-password NAME=...` shows it."""
         out = self.compose(
-            "exec", "-T", "hub", "python3", "-m", "spawner.localauth", "initial-password", name
+            "exec", "-T", "hub", "python3", "-m", "spawner.auth.localauth", "initial-password", name
         )
         return out.stdout.strip()
 
@@ -428,7 +430,7 @@ class SwarmStack(Stack):
             [
                 str(REPO / ".venv" / "bin" / "python"),
                 "-m",
-                "spawner.swarmstack",
+                "spawner.cli.swarmstack",
                 *args,
                 *(["--", *cmd] if args[0] == "up" else []),
             ],
@@ -454,7 +456,7 @@ class SwarmStack(Stack):
         return "\n".join(o.stdout + o.stderr for o in out)
 
     def initial_password(self, name: str) -> str:
-        out = self.hub_exec("python3", "-m", "spawner.localauth", "initial-password", name)
+        out = self.hub_exec("python3", "-m", "spawner.auth.localauth", "initial-password", name)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 

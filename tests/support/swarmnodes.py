@@ -23,13 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spawner import settings as dshub_settings
-from spawner.edge import PROXY_IMAGE
+from spawner.core.constants import VERSION
+from spawner.hub.edge import PROXY_IMAGE
 from tests.support.stack import LAB_IMAGE, SwarmStack, docker
 
-VERSION = dshub_settings.VERSION
-
-NODE_IMAGE = f"dshub/swarm-node:{dshub_settings.VERSION}"
+NODE_IMAGE = f"dshub/swarm-node:{VERSION}"
 HOST_CAPABILITIES = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE")
 UNCONFINED = ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined")
 

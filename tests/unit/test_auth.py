@@ -5,10 +5,10 @@ from jupyterhub import orm
 from tornado import web
 from traitlets.config import Config
 
-from spawner import oauth
-from spawner import settings as s
-from spawner.auth import authenticator_config, github_teams
-from spawner.localauth import BuiltinUserListAuthenticator
+from spawner.auth import oauth
+from spawner.auth.configure import authenticator_config, github_teams
+from spawner.auth.localauth import BuiltinUserListAuthenticator
+from spawner.config import settings as s
 
 OAUTH = {
     "DSHUB_OAUTH_CLIENT_ID": "dshub-client",

@@ -1,10 +1,11 @@
-"""The base image's Debian mirror comes from the host's own apt sources (spawner.aptmirror)."""
+"""The base image's Debian mirror comes from the host's own apt sources (spawner.cli.aptmirror)."""
 
 import pytest
 
-from spawner import aptmirror
-from spawner import settings as s
-from spawner.aptmirror import debian_mirror, host_sources
+from spawner.cli import aptmirror
+from spawner.cli import settings as settings_cli
+from spawner.cli.aptmirror import debian_mirror, host_sources
+from spawner.config import settings as s
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
@@ -137,7 +138,7 @@ def test_without_a_host_mirror_the_command_says_to_set_the_setting(host, capsys,
 
 def test_the_setting_defaults_to_the_hosts_mirror_and_still_overrides_it():
     assert s.load({}).debian_mirror is None
-    assert "DSHUB_DEBIAN_MIRROR=\n" in s.render(None, {})
+    assert "DSHUB_DEBIAN_MIRROR=\n" in settings_cli.render(None, {})
     assert s.load({"DSHUB_DEBIAN_MIRROR": "http://mirror.example/debian"}).debian_mirror == (
         "http://mirror.example/debian"
     )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from spawner.datapool import MAX_ESCAPED, RECORD_NAME, DataPool, PoolError, escape_name
-from spawner.docker import DataPoolSpawner, HubShared
-from spawner.profiles import Defaults, ProfilesFile
+from spawner.config.profiles import Defaults, ProfilesFile
+from spawner.pool.datapool import MAX_ESCAPED, RECORD_NAME, DataPool, PoolError, escape_name
+from spawner.spawn.docker import DataPoolSpawner, HubShared
 
 HOSTILE_NAMES = [
     "../x",

@@ -7,8 +7,12 @@ import struct
 
 import pytest
 
-from spawner import settings as s
-from spawner.disk import (
+from spawner.cli import settings as settings_cli
+from spawner.cli.usage import ServerUsage, disk_cell, label_quota
+from spawner.config import settings as s
+from spawner.config.profiles import Defaults, ProfileError, parse
+from spawner.core.units import size_for_people
+from spawner.pool.disk import (
     MAX_DEPTH,
     DiskUsage,
     LimitsFile,
@@ -16,13 +20,18 @@ from spawner.disk import (
     UsageMeter,
     measure,
     read_limits,
-    size,
     tree_usage,
 )
-from spawner.docker import container_labels, disk_env
-from spawner.profiles import Defaults, ProfileError, parse
-from spawner.quota import _DQUOT_SIZE, _FSXATTR, BASIC_BLOCK, FS_DQ_BHARD, FS_PROJ_QUOTA, dquot, same_limit
-from spawner.usage import ServerUsage, disk_cell, label_quota
+from spawner.services.quota import (
+    _DQUOT_SIZE,
+    _FSXATTR,
+    BASIC_BLOCK,
+    FS_DQ_BHARD,
+    FS_PROJ_QUOTA,
+    dquot,
+    same_limit,
+)
+from spawner.spawn.docker import container_labels, disk_env
 
 M, G = 2**20, 2**30
 DEFAULTS = Defaults(image="dshub/lab:test", cpu=1.0, mem_limit=2 * G, pids=512, disk_quota=5 * G)
@@ -41,7 +50,7 @@ def test_disk_quota_setting(raw, expected):
 
 def test_enforcement_runs_the_quota_service_through_its_compose_profile():
     def profiles(**env: str) -> str:
-        lines = dict(line.split("=", 1) for line in s.render(None, env).splitlines())
+        lines = dict(line.split("=", 1) for line in settings_cli.render(None, env).splitlines())
         return lines["COMPOSE_PROFILES"]
 
     assert profiles() == ""
@@ -103,7 +112,9 @@ def test_a_quota_key_given_twice_is_an_error():
 
 
 def test_sizes_read_as_people_write_them():
-    assert [size(v) for v in (0, 512 * 2**10, 7 * M + M // 2, 930 * M, 9 * G + 6 * G // 10, 12 * G)] == [
+    assert [
+        size_for_people(v) for v in (0, 512 * 2**10, 7 * M + M // 2, 930 * M, 9 * G + 6 * G // 10, 12 * G)
+    ] == [
         "0K",
         "512K",
         "7.5M",
@@ -247,7 +258,7 @@ def test_a_limit_read_back_in_filesystem_blocks_is_the_one_set():
 
 
 def test_the_quota_service_refuses_a_pool_without_project_quotas(tmp_path):
-    from spawner.quota import Enforcer, QuotaError
+    from spawner.services.quota import Enforcer, QuotaError
 
     (tmp_path / "users").mkdir()
     (tmp_path / "state").mkdir()

@@ -8,9 +8,10 @@ import pytest
 import yaml
 from cryptography import x509
 
-from spawner import edge
-from spawner import settings as s
-from spawner.localauth import browser_address
+from spawner.auth.localauth import browser_address
+from spawner.cli import settings as settings_cli
+from spawner.config import settings as s
+from spawner.hub import edge
 from tests.support.certs import OwnCa
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_certificate_files_stay_inside_the_config_dir(raw):
 
 def test_files_mode_without_the_files_stops_the_render(tmp_path):
     with pytest.raises(s.SettingsError, match=r"DSHUB_TLS_CERT_FILE=tls/fullchain\.pem is missing"):
-        s.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
+        settings_cli.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
 
 
 def test_certificate_files_that_are_links_are_refused(tmp_path):
@@ -98,14 +99,14 @@ def test_certificate_files_that_are_links_are_refused(tmp_path):
     (tmp_path / "tls" / "fullchain.pem").symlink_to(tmp_path / "archive" / "fullchain1.pem")
     (tmp_path / "tls" / "privkey.pem").write_text("x")
     with pytest.raises(s.SettingsError, match="is a link"):
-        s.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
+        settings_cli.render(None, {"DSHUB_TLS": "files", "DSHUB_CONFIG_DIR": str(tmp_path)})
 
 
 def test_acme_ca_certificate_is_a_file_compose_can_mount(tmp_path):
     acme = {"DSHUB_TLS": "acme", "DSHUB_PUBLIC_URL": "https://hub.example.edu"}
     assert "':' or ','" in refusal(**acme, DSHUB_ACME_CA_CERTIFICATE="/etc/ca:x.pem")
     with pytest.raises(s.SettingsError, match="is not a file"):
-        s.render(None, {**acme, "DSHUB_ACME_CA_CERTIFICATE": str(tmp_path / "missing.pem")})
+        settings_cli.render(None, {**acme, "DSHUB_ACME_CA_CERTIFICATE": str(tmp_path / "missing.pem")})
 
 
 # -- what Traefik gets ---------------------------------------------------------------
@@ -296,7 +297,7 @@ def test_a_new_static_configuration_changes_the_proxys_label():
     before = edge.static_config_digest(load())
     assert edge.static_config_digest(load()) == before
     assert edge.static_config_digest(load(DSHUB_TLS="self-signed")) != before
-    rendered = s.render(None, {})
+    rendered = settings_cli.render(None, {})
     assert f"dshub_edge_digest={before}\n" in rendered
 
 

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from tornado.web import Application, RequestHandler
 
-from spawner.faststart import StartFailed, wait_until_answers
+from spawner.spawn.faststart import StartFailed, wait_until_answers
 from tests.support.stack import free_port
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spawner.gpus import GpuAssignments, NoGpuFree
+from spawner.spawn.gpus import GpuAssignments, NoGpuFree
 
 DEVICES = ("0", "1", "2")
 

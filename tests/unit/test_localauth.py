@@ -7,7 +7,7 @@ import bcrypt
 import pytest
 from jupyterhub import orm
 
-from spawner.localauth import (
+from spawner.auth.localauth import (
     INITIAL,
     BoundedHasher,
     BuiltinUserListAuthenticator,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from docker.errors import APIError
 
-from spawner.datapool import DataPool, escape_name
-from spawner.docker import GROUPS_DIR, HOME, SHARED_DIR, pool_mounts, vanished_folder
+from spawner.pool.datapool import DataPool, escape_name
+from spawner.spawn.docker import GROUPS_DIR, HOME, SHARED_DIR, pool_mounts, vanished_folder
 
 HOST = Path("/host/pool")
 

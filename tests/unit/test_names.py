@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from spawner.names import (
+from spawner.core.names import (
     ControlFreeLogRecord,
     InvalidUsername,
     checked_username,
@@ -12,7 +12,7 @@ from spawner.names import (
     normalize_username,
     without_control,
 )
-from spawner.proxy import route_problem
+from spawner.hub.proxy import route_problem
 from tests.support.hostile import REFUSED, SAME_AS
 
 

@@ -2,8 +2,15 @@
 
 import pytest
 
-from spawner import settings as s
-from spawner.netpolicy import Network, chain_names, egress_rules, nameservers, restore_text, wanted_rules
+from spawner.config import settings as s
+from spawner.services.netpolicy import (
+    Network,
+    chain_names,
+    egress_rules,
+    nameservers,
+    restore_text,
+    wanted_rules,
+)
 
 NETWORK = Network(bridge="br-0123456789ab", trusted=("172.20.0.2", "172.20.0.3"), hub="172.20.0.3")
 

@@ -17,10 +17,10 @@ from oauthenticator.oauth2 import _serialize_state
 from tornado import web
 from traitlets.config import Config
 
-from spawner import oauth
-from spawner import settings as s
-from spawner.auth import authenticator_config
-from spawner.names import USERNAME_RULE
+from spawner.auth import oauth
+from spawner.auth.configure import authenticator_config
+from spawner.config import settings as s
+from spawner.core.names import USERNAME_RULE
 
 IDP = "https://sso.uni.example/realms/teaching"
 TOKEN_URL = f"{IDP}/token"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from spawner import settings as dshub_settings
-from spawner.profiles import (
+from spawner.cli import settings as settings_cli
+from spawner.config import settings as dshub_settings
+from spawner.config.profiles import (
     SCHEMA,
     Defaults,
     ProfileError,
@@ -185,7 +186,7 @@ def test_a_broken_file_at_start_stops_the_hub_with_the_reason(tmp_path):
 def test_make_settings_refuses_a_broken_profiles_file(tmp_path):
     (tmp_path / "profiles.yaml").write_text("profiles:\n  - {name: a, image: x, memroy: 1G}\n")
     with pytest.raises(dshub_settings.SettingsError, match=r"DSHUB_CONFIG_DIR.*\n.*'memroy' was unexpected"):
-        dshub_settings.render(None, {"DSHUB_CONFIG_DIR": str(tmp_path)})
+        settings_cli.render(None, {"DSHUB_CONFIG_DIR": str(tmp_path)})
 
 
 def test_the_schema_is_printable_json():

@@ -7,7 +7,7 @@ import pytest
 import toml
 from jupyterhub_traefik_proxy.traefik_utils import generate_alias, generate_rule
 
-from spawner.proxy import DshubTraefikProxy, route_problem, toml_dumps
+from spawner.hub.proxy import DshubTraefikProxy, route_problem, toml_dumps
 
 
 def rules(routespecs: list[str]) -> dict:

@@ -1,4 +1,4 @@
-from spawner.roster import parse
+from spawner.cli.roster import parse
 
 GOOD = """username,groups,role
 ada,g1;stats,student

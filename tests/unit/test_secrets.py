@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from spawner.secrets import ensure_secret
+from spawner.config.secrets import ensure_secret
 
 
 def test_secret_made_once_with_private_mode(tmp_path):

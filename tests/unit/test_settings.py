@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from spawner import settings as s
+from spawner.cli import settings as settings_cli
+from spawner.config import settings as s
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,13 +151,15 @@ def test_all_errors_reported_at_once():
 def test_render_env_file_and_environment_precedence(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("# comment\nDSHUB_HTTP_PORT=9000\nexport DSHUB_PROJECT='lab'\n\n")
-    rendered = s.render(env_file, {"DSHUB_HTTP_PORT": "9100", "UNRELATED": "x"})
+    rendered = settings_cli.render(env_file, {"DSHUB_HTTP_PORT": "9100", "UNRELATED": "x"})
     lines = dict(line.split("=", 1) for line in rendered.splitlines())
     assert lines["DSHUB_HTTP_PORT"] == "9100"
     assert lines["DSHUB_PROJECT"] == "lab"
     assert "UNRELATED" not in lines
     assert lines["COMPOSE_PROFILES"] == ""
-    monitored = dict(line.split("=", 1) for line in s.render(None, {"DSHUB_MONITORING": "yes"}).splitlines())
+    monitored = dict(
+        line.split("=", 1) for line in settings_cli.render(None, {"DSHUB_MONITORING": "yes"}).splitlines()
+    )
     assert monitored["COMPOSE_PROFILES"] == "monitoring"
 
 
@@ -164,26 +167,26 @@ def test_render_rejects_malformed_lines(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("DSHUB_HTTP_PORT 9000\n")
     with pytest.raises(s.SettingsError, match=r"\.env:1: expected KEY=value"):
-        s.render(env_file, {})
+        settings_cli.render(env_file, {})
 
 
 def test_cli_exits_2_with_message(tmp_path, capsys):
     env_file = tmp_path / ".env"
     env_file.write_text("DSHUB_HTTP_PORT=0\n")
-    assert s.main(["render", "--env-file", str(env_file)]) == 2
+    assert settings_cli.main(["render", "--env-file", str(env_file)]) == 2
     assert "DSHUB_HTTP_PORT=0 is out of range" in capsys.readouterr().err
 
 
 def test_env_example_is_generated_from_the_settings_table():
-    assert (REPO / ".env.example").read_text() == s.example(), (
-        "run: python -m spawner.settings example > .env.example"
+    assert (REPO / ".env.example").read_text() == settings_cli.example(), (
+        "run: python -m spawner.cli.settings example > .env.example"
     )
     # The example itself is a valid .env.
-    s.render(REPO / ".env.example", {})
+    settings_cli.render(REPO / ".env.example", {})
 
 
 def test_culling_settings_and_their_service():
-    from spawner import culling
+    from spawner.hub import culling
 
     assert s.load({}).cull_idle_timeout == 3600
     assert s.load({"DSHUB_CULL_IDLE_TIMEOUT": "0"}).cull_idle_timeout == 0

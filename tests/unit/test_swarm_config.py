@@ -10,10 +10,15 @@ import pytest
 import yaml
 from docker.types import Mount
 
-from spawner import edge, netpolicy, swarmpolicy, swarmstack
-from spawner import settings as s
-from spawner.datapool import DataPool
-from spawner.docker import (
+from spawner.cli import settings as settings_cli
+from spawner.cli import swarmstack
+from spawner.config import settings as s
+from spawner.config.profiles import PLACEMENT_PATTERN
+from spawner.core.constants import VERSION
+from spawner.hub import edge
+from spawner.pool.datapool import DataPool
+from spawner.services import netpolicy, swarmpolicy
+from spawner.spawn.docker import (
     SERVICE_NAME_MAX,
     ServerSpec,
     ServiceFailed,
@@ -23,7 +28,6 @@ from spawner.docker import (
     task_address,
     vanished_folder,
 )
-from spawner.profiles import PLACEMENT_PATTERN
 
 REPO = Path(__file__).resolve().parents[2]
 SWARM = {"DSHUB_MODE": "swarm"}
@@ -93,14 +97,14 @@ def compose_config(tmp_path_factory):
     work = tmp_path_factory.mktemp("compose")
     settings_file = work / "settings.env"
     env = {**SWARM, "DSHUB_POOL_DIR": str(work / "pool"), "DSHUB_CONFIG_DIR": str(work)}
-    settings_file.write_text(s.render(None, env))
+    settings_file.write_text(settings_cli.render(None, env))
     done = subprocess.run(
         [
             str(REPO / ".venv" / "bin" / "docker-compose"),
             "--project-directory", str(REPO / "compose"), "-f", str(REPO / "compose" / "compose.yaml"),
             "--env-file", str(settings_file), "--profile", "monitoring", "config", "--format", "json",
         ],
-        env={"PATH": "/usr/bin:/bin", "dshub_tag": s.VERSION, "dshub_settings_file": str(settings_file)},
+        env={"PATH": "/usr/bin:/bin", "dshub_tag": VERSION, "dshub_settings_file": str(settings_file)},
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(done.stdout), s.load(env)

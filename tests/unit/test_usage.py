@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from spawner.usage import ContainerRow, ServerUsage, container_row, ps_table, safe_cell, table
+from spawner.cli.usage import ContainerRow, ServerUsage, container_row, ps_table, safe_cell, table
 
 HOSTILE = [
     "eve\nada  (default)  small  0% of 1",

@@ -9,9 +9,9 @@ import pytest
 from jupyterhub.utils import subdomain_hook_idna
 from jupyterhub_traefik_proxy.traefik_utils import deep_merge, generate_rule
 
-from spawner import settings as s
-from spawner.names import is_valid_username
-from spawner.proxy import (
+from spawner.config import settings as s
+from spawner.core.names import is_valid_username
+from spawner.hub.proxy import (
     MAX_LABEL,
     DshubTraefikProxy,
     hub_pages_only_on_hub_host,

@@ -1,0 +1,1 @@
+"""Signing people in: local accounts, OAuth/OpenID Connect, and the username rule at every door."""

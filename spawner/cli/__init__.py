@@ -1,0 +1,1 @@
+"""Operators' commands (make targets): settings, profiles, roster, usage, backup, upgrade, swarm."""

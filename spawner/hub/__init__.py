@@ -1,0 +1,1 @@
+"""What the hub serves besides JupyterHub's own: the edge (Traefik), sharing, culling, metrics."""

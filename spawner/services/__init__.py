@@ -1,0 +1,1 @@
+"""Small services of the stack, each in an image of its own: network policy, disk quotas."""
