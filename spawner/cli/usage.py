@@ -38,10 +38,10 @@ from spawner.core.constants import (
     project_filter,
 )
 from spawner.core.names import shown, without_control
-from spawner.spawn.stats import cpu_percent, memory_in_use
 from spawner.core.units import docker_size, size_for_people
 from spawner.pool.datapool import DataPool
 from spawner.pool.disk import DiskUsage, measure
+from spawner.spawn.stats import cpu_percent, memory_in_use
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from typing import Any
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 
-from spawner.spawn.stats import memory_in_use
 from spawner.config.secrets import ensure_secret
 from spawner.core.constants import SERVER_LABEL, USER_LABEL, USER_SERVER_ROLE, project_filter
+from spawner.spawn.stats import memory_in_use
 
 SERVICE = "dshub-metrics"
 TOKEN_SECRET = "metrics-token"  # noqa: S105 -- the secret's file name, not a secret
