@@ -1,4 +1,5 @@
 """dshub, cut by concern; imports go one way, down this list (`make lint` holds it):
 
-cli (operators' commands) > hub, spawn, auth, services > pool > config > core.
+hubconfig (the hub's configuration) > cli (operators' commands) > hub, spawn, auth,
+services > pool > config > core.
 """
