@@ -32,7 +32,6 @@ IPv4 only: the deployment's networks have no IPv6.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import ipaddress
 import logging
@@ -251,29 +250,32 @@ def run(settings: dshub_settings.Settings, client: docker.DockerClient) -> None:
     # Stopping (make down) leaves the rules: user servers keep running and stay isolated.
 
 
+def keep(settings: dshub_settings.Settings) -> None:
+    """The service's life: the policy held, or, with it off, none left behind."""
+    if settings.network_policy:
+        run(settings, docker.from_env())
+        return
+    log.warning("DSHUB_NETWORK_POLICY is off: user containers can reach each other and the host")
+    remove(settings.project)
+    while True:  # healthy: there is nothing to keep
+        APPLIED.touch()
+        time.sleep(INTERVAL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m spawner.services.netpolicy", description=__doc__.split("\n")[0]
+    return heartbeat.service_main(
+        "netpolicy",
+        __doc__,
+        APPLIED,
+        {
+            "run": lambda args: keep(dshub_settings.load()),
+            "remove": lambda args: remove(args.project or dshub_settings.load().project),
+        },
+        argv,
+        lambda parser: parser.add_argument(
+            "--project", help="remove: the deployment whose rules go (default: DSHUB_PROJECT)"
+        ),
     )
-    parser.add_argument("command", choices=["run", "remove", "healthy"])
-    parser.add_argument("--project", help="remove: the deployment whose rules go (default: DSHUB_PROJECT)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s netpolicy: %(message)s")
-    if args.command == "remove":
-        remove(args.project or dshub_settings.load().project)
-        return 0
-    if args.command == "healthy":
-        return 0 if heartbeat.healthy(APPLIED) else 1
-    settings = dshub_settings.load()
-    if not settings.network_policy:
-        log.warning("DSHUB_NETWORK_POLICY is off: user containers can reach each other and the host")
-        remove(settings.project)
-        while True:  # healthy: there is nothing to keep
-            APPLIED.touch()
-            time.sleep(INTERVAL)
-        return 0
-    run(settings, docker.from_env())
-    return 0
 
 
 if __name__ == "__main__":

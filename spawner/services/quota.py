@@ -29,7 +29,6 @@ project quotas it logs what to do and stays unhealthy, so ``make up`` stops ther
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import fcntl
@@ -334,18 +333,13 @@ def run(enforcer: Enforcer) -> None:
         time.sleep(INTERVAL)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m spawner.services.quota", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("command", choices=["run", "healthy"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s quota: %(message)s")
-    if args.command == "healthy":
-        return 0 if heartbeat.healthy(APPLIED) else 1
+def enforce() -> None:
     settings = dshub_settings.load()
     run(Enforcer(POOL_DIR, QUOTA_DIR, settings.uid_min, settings.uid_max))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return heartbeat.service_main("quota", __doc__, APPLIED, {"run": lambda args: enforce()}, argv)
 
 
 if __name__ == "__main__":

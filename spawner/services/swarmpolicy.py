@@ -38,7 +38,6 @@ the node can. It runs in the host's network, to read the node's addresses.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import ipaddress
 import logging
@@ -342,18 +341,15 @@ class Agent:
             self.wake.clear()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m spawner.services.swarmpolicy", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("command", choices=["run", "healthy"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s swarmpolicy: %(message)s")
-    if args.command == "healthy":
-        return 0 if heartbeat.healthy(APPLIED) else 1
+def police_this_node() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     Agent(dshub_settings.load(), docker.from_env()).run()
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return heartbeat.service_main(
+        "swarmpolicy", __doc__, APPLIED, {"run": lambda args: police_this_node()}, argv
+    )
 
 
 if __name__ == "__main__":
