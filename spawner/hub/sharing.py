@@ -161,7 +161,7 @@ async def lingering_container(spawner: DockerSpawner, container: str) -> dict[st
     deadline = loop.time() + REMOVAL_WAIT
     while True:
         try:
-            info = await spawner.spawn.docker("inspect_container", container)
+            info = await spawner.docker("inspect_container", container)
         except NotFound:
             return None
         if loop.time() > deadline:

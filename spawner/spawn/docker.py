@@ -297,7 +297,7 @@ class DataPoolSpawner(FastStart, DockerSpawner):
     @default("options_form")
     def _options_form_default(self) -> Any:
         def form(spawner: DataPoolSpawner) -> str:
-            available = spawner.config.profiles.current().open_to(spawner._group_names())
+            available = spawner.profiles.current().open_to(spawner._group_names())
             return options_form(available, spawner.user_options.get("profile"))
 
         return form
@@ -307,7 +307,7 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         def from_form(formdata: dict[str, list[Any]], spawner: DataPoolSpawner) -> dict[str, str]:
             options = profile_from_form(formdata)
             # Refuse here too, so the form comes back with the reason instead of a failed spawn.
-            spawner.config.profiles.current().choose(options["profile"], spawner._group_names())
+            spawner.profiles.current().choose(options["profile"], spawner._group_names())
             return options
 
         return from_form
