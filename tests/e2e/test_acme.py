@@ -25,11 +25,13 @@ import requests
 from cryptography import x509
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import (
-    CHROMIUM_ARGS,
+from tests.support.browser import (
     goto_after_network_change,
+    launch,
+    new_page,
     run_until_shown,
     screenshot,
+    sign_in_first_time,
     wait_for_settled_interfaces,
     wait_for_url_after_network_change,
 )
@@ -137,9 +139,9 @@ def trusting_browser(browser: Browser, acme_stack: Stack, tmp_path: Path) -> Ite
         [certutil, "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "pebble", "-i", str(acme_stack.ca_bundle)],
         check=True,
     )
-    trusting = browser.browser_type.launch(
-        executable_path=shutil.which("chromium"),
-        args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"],
+    trusting = launch(
+        browser.browser_type,
+        f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
         env={**os.environ, "HOME": str(home)},
     )
     try:
@@ -148,20 +150,13 @@ def trusting_browser(browser: Browser, acme_stack: Stack, tmp_path: Path) -> Ite
         trusting.close()
 
 
-def sign_in(browser: Browser, stack: Stack) -> Page:
-    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-    page.set_default_timeout(60_000)
+def first_sign_in_over_https(browser: Browser, stack: Stack) -> Page:
+    page = new_page(browser)
     wait_for_settled_interfaces()
     goto_after_network_change(
         page, f"https://{HOST}:{stack.https_port}/hub/login?next={quote('/hub/spawn', safe='')}"
     )
-    initial = stack.initial_password(NAME)
-    page.get_by_label("Username").fill(NAME)
-    page.locator("#password_input").fill(initial)
-    page.get_by_role("button", name="Sign in").click()
-    page.locator("#new_password_input").fill(PASSWORD)
-    page.locator("#password_input").fill(initial)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_first_time(page, NAME, stack.initial_password(NAME), PASSWORD)
     return page
 
 
@@ -179,9 +174,9 @@ def run_a_cell(page: Page, code: str, result: str) -> None:
 
 
 def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_browser):
-    page = sign_in(trusting_browser, acme_stack)
+    page = first_sign_in_over_https(trusting_browser, acme_stack)
     lab = f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab"
-    # The server's container starting changes this host's interfaces (conftest).
+    # The server's container starting changes this host's interfaces (tests/support/browser.py).
     wait_for_url_after_network_change(page, f"{lab}**", again=lab)
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
     # The kernel's websocket over wss, through the edge, with a certificate the browser trusts.

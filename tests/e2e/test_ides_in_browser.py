@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import screenshot
+from tests.support.browser import screenshot, sign_in
 from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
 
@@ -14,31 +14,21 @@ NAME, PASSWORD = "cleo", "cleo-password"
 
 @pytest.fixture(scope="module")
 def lab_stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("ide-stack", numbered=True))
-    try:
-        stack.up()
+    with Stack(tmp_path_factory.mktemp("ide-stack", numbered=True)).running() as stack:
         admin = HubSession(stack.url)
         admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
         assert admin.api("POST", f"/users/{NAME}").status_code == 201
         stack.first_sign_in(NAME, PASSWORD)
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(scope="module")
 def lab_page(browser, lab_stack):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{lab_stack.url}/hub/login")
-    page.get_by_label("Username").fill(NAME)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page = sign_in(browser, lab_stack.url, NAME, PASSWORD)
     page.wait_for_url(f"{lab_stack.url}/user/{NAME}/lab*", timeout=180_000)
     expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
     yield page
-    context.close()
+    page.context.close()
 
 
 def test_launcher_shows_the_ides(lab_stack, lab_page):

@@ -5,7 +5,7 @@ import re
 import requests
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import screenshot
+from tests.support.browser import screenshot
 
 
 def sign_in(page, stack, who, next_path=""):

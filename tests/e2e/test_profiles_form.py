@@ -5,7 +5,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import screenshot
+from tests.support.browser import screenshot, sign_in
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
 LAB = LAB_IMAGE
@@ -37,20 +37,14 @@ def profile_stack(tmp_path_factory):
         yield stack
 
 
-def sign_in(browser, stack, name, password, next_path):
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{stack.url}/hub/login?next={next_path}")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    return page
+# The window of the screenshots in docs/profiles.md.
+VIEWPORT = {"width": 1280, "height": 900}
 
 
 def test_choose_a_profile_and_land_in_the_lab(browser, profile_stack):
     stack = profile_stack
     stack.sign_up("ada", "ada-password")  # the admin adds ada; her first sign-in set the password
-    ada = sign_in(browser, stack, "ada", "ada-password", "/hub/spawn")
+    ada = sign_in(browser, stack.url, "ada", "ada-password", "/hub/spawn", VIEWPORT)
     expect(ada.get_by_text("Choose a profile")).to_be_visible()
     expect(ada.get_by_label("Small")).to_be_checked()
     expect(ada.get_by_text("Staff only")).to_have_count(0)
@@ -67,7 +61,9 @@ def test_choose_a_profile_and_land_in_the_lab(browser, profile_stack):
     assert inspected["Config"]["Labels"]["dshub.profile"] == "roomy"
     assert inspected["HostConfig"]["Memory"] == 2**30
 
-    admin = sign_in(browser, stack, stack.settings.admin_users[0], stack.admin_password(), "/hub/admin")
+    admin = sign_in(
+        browser, stack.url, stack.settings.admin_users[0], stack.admin_password(), "/hub/admin", VIEWPORT
+    )
     row = admin.locator("tr", has_text="ada").first
     expect(row).to_be_visible()
     expect(row.get_by_role("button", name="Stop Server")).to_be_visible()

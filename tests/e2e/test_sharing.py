@@ -7,7 +7,7 @@ import pytest
 import requests
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import run_until_shown, screenshot
+from tests.support.browser import run_until_shown, screenshot, sign_in
 from tests.support.hub import HubSession
 from tests.support.stack import LAB_IMAGE, Stack
 
@@ -19,26 +19,17 @@ def share_stack(tmp_path_factory):
         tmp_path_factory.mktemp("share-stack", numbered=True),
         overrides={"DSHUB_USER_IMAGE": LAB_IMAGE},
     )
-    try:
-        stack.up()
+    with stack.running():
         admin = HubSession(stack.url)
         admin.sign_in(stack.settings.admin_users[0], stack.admin_password())
         for name in ("ada", "bob"):
             assert admin.api("POST", f"/users/{name}").status_code == 201
-            stack.first_sign_in(name, f"{name}-password")
+            stack.first_sign_in(name, password(name))
         yield stack
-    finally:
-        stack.destroy()
 
 
-def sign_in(browser, stack, name, next_path="/hub/home", password=None):
-    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{stack.url}/hub/login?next={next_path}")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(password or f"{name}-password")
-    page.get_by_role("button", name="Sign in").click()
-    return page
+def password(name: str) -> str:
+    return f"{name}-password"
 
 
 def share_with(owner: Page, url: str, name: str) -> None:
@@ -59,7 +50,7 @@ def accept_authorize(page: Page, url: str) -> None:
 
 def test_share_open_run_and_revoke(browser, share_stack):
     url = share_stack.url
-    ada = sign_in(browser, share_stack, "ada", next_path="/hub/spawn")
+    ada = sign_in(browser, url, "ada", password("ada"), "/hub/spawn")
     ada.wait_for_url(f"{url}/user/ada/lab*", timeout=180_000)
 
     share_with(ada, url, "bob")
@@ -75,7 +66,7 @@ def test_share_open_run_and_revoke(browser, share_stack):
     expect(ada.locator("#share-confirm")).to_have_count(0)
     screenshot(ada, "sharing-page")
 
-    bob = sign_in(browser, share_stack, "bob")
+    bob = sign_in(browser, url, "bob", password("bob"), "/hub/home")
     bob.wait_for_url(f"{url}/hub/home*")
     shared = bob.get_by_role("link", name="ada's server")
     expect(shared).to_be_visible()
@@ -167,7 +158,7 @@ def append_line(page: Page, text: str) -> None:
 
 def test_classmates_edit_one_notebook_together(browser, share_stack):
     url = share_stack.url
-    ada = sign_in(browser, share_stack, "ada", next_path="/hub/spawn")
+    ada = sign_in(browser, url, "ada", password("ada"), "/hub/spawn")
     ada.wait_for_url(f"{url}/user/ada/lab**", timeout=180_000)
     share_with(ada, url, "bob")
     owner = HubSession(url)
@@ -186,7 +177,7 @@ def test_classmates_edit_one_notebook_together(browser, share_stack):
     # A fresh workspace (?reset): an earlier test's notebook tabs, whose kernels its
     # revoke ended, would each ask which kernel to start.
     ada.goto(f"{url}/user/ada/lab/tree/{NOTEBOOK}?reset")
-    bob = sign_in(browser, share_stack, "bob")
+    bob = sign_in(browser, url, "bob", password("bob"), "/hub/home")
     bob.wait_for_url(f"{url}/hub/home*")
     bob.goto(f"{url}/user/ada/lab/tree/{NOTEBOOK}?reset")
     accept_authorize(bob, url)
@@ -237,7 +228,7 @@ def test_instructors_and_admins_confirm_before_sharing(browser, share_stack):
     added = admin.api("POST", f"/groups/{instructors}/users", json={"users": ["cleo"]})
     assert added.status_code == 200, added.text
 
-    cleo = sign_in(browser, share_stack, "cleo", next_path="/hub/sharing")
+    cleo = sign_in(browser, url, "cleo", password("cleo"), "/hub/sharing")
     cleo.wait_for_url(f"{url}/hub/sharing")
     power = cleo.locator("#share-power")
     expect(power).to_contain_text("You are an instructor")
@@ -253,7 +244,7 @@ def test_instructors_and_admins_confirm_before_sharing(browser, share_stack):
     expect(cleo.get_by_role("status")).to_have_text("Shared your server with user ada.")
     assert [item["user"]["name"] for item in admin.api("GET", "/shares/cleo/").json()["items"]] == ["ada"]
 
-    page = sign_in(browser, share_stack, admin_name, "/hub/sharing", password=share_stack.admin_password())
+    page = sign_in(browser, url, admin_name, share_stack.admin_password(), "/hub/sharing")
     page.wait_for_url(f"{url}/hub/sharing")
     expect(page.locator("#share-power")).to_contain_text("You are an admin")
     # Without per-user origins, the admin's server pages run on the hub's origin.

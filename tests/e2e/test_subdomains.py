@@ -23,7 +23,13 @@ from playwright.sync_api import Browser, Page, expect
 
 from spawner.hub.proxy import user_label
 from spawner.spawn.docker import HOME
-from tests.e2e.conftest import run_until_shown, screenshot, wait_for_url_after_network_change
+from tests.support.browser import (
+    new_page,
+    run_until_shown,
+    screenshot,
+    sign_in_first_time,
+    wait_for_url_after_network_change,
+)
 from tests.support.certs import OwnCa
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
@@ -45,13 +51,10 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         port=port,
         overrides={"DSHUB_USER_SUBDOMAINS": "true", "DSHUB_PUBLIC_URL": f"http://hub.localhost:{port}"},
     )
-    try:
-        stack.up()
+    with stack.running():
         for name in (OWNER, VISITOR):
             assert stack.service_api("POST", f"/users/{name}").status_code == 201
         yield stack
-    finally:
-        stack.destroy()
 
 
 def hub_url(stack: Stack) -> str:
@@ -70,23 +73,17 @@ def lab_url(stack: Stack, name: str) -> str:
 def first_sign_in(browser: Browser, stack: Stack, name: str, next_path: str) -> Page:
     """A new user signs in with the initial password; the form then asks for their own."""
     # The https stack's certificate comes from the test's own CA, which Chromium does not know.
-    page = browser.new_context(viewport={"width": 1400, "height": 900}, ignore_https_errors=True).new_page()
-    page.set_default_timeout(60_000)
+    page = new_page(browser, ignore_https_errors=True)
     page.goto(f"{hub_url(stack)}/hub/login?next={quote(next_path, safe='')}")
-    initial = stack.initial_password(name)
-    page.get_by_label("Username").fill(name)
-    page.locator("#password_input").fill(initial)
-    page.get_by_role("button", name="Sign in").click()
-    page.locator("#new_password_input").fill(password(name))
-    page.locator("#password_input").fill(initial)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_first_time(page, name, stack.initial_password(name), password(name))
     return page
 
 
 def open_lab(page: Page, stack: Stack, owner: str) -> None:
     """Wait for the owner's Lab, through the hub's question to a classmate if it asks."""
     arrived = re.compile(rf"({re.escape(origin(stack, owner))}/user/|.*/hub/api/oauth2/authorize)")
-    # A container starting changes this host's interfaces (conftest): then on from the Lab's address.
+    # A container starting changes this host's interfaces (tests/support/browser.py): then on
+    # from the Lab's address.
     wait_for_url_after_network_change(page, arrived, again=lab_url(stack, owner), timeout=60_000)
     if "/oauth2/authorize" in page.url:
         page.get_by_role("button", name=re.compile("Authorize")).click()

@@ -98,8 +98,7 @@ def test_a_named_terminator_is_believed_for_the_browsers_address(tmp_path):
         gateways = docker(
             "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.Gateway}} {{end}}", proxy
         ).stdout.split()
-        stack.render(DSHUB_TRUSTED_PROXIES=",".join(gateways))
-        stack.up()
+        stack.reconfigure(DSHUB_TRUSTED_PROXIES=",".join(gateways))
         # A new static configuration for Traefik replaced its container.
         assert stack.containers("proxy") != [proxy]
 

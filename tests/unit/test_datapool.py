@@ -10,6 +10,7 @@ import pytest
 from spawner.config.profiles import Defaults, ProfilesFile
 from spawner.pool.datapool import MAX_ESCAPED, RECORD_NAME, DataPool, PoolError, escape_name
 from spawner.spawn.docker import DataPoolSpawner, HubShared
+from tests.support.privileges import needs_root
 
 HOSTILE_NAMES = [
     "../x",
@@ -74,8 +75,7 @@ def test_empty_name_is_refused():
 
 @pytest.fixture
 def pool(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("the pool hands folders to other uids: needs root (run as root, like the hub)")
+    """A pool in tmp_path; tests whose code hands folders to other uids say @needs_root."""
     return DataPool(tmp_path / "pool", Path("/host/pool"), 20000, 20009)
 
 
@@ -85,6 +85,7 @@ def test_paths_never_leave_the_pool(pool):
         assert path.parent == (pool.root / "users").resolve(), name
 
 
+@needs_root
 def test_user_folder_is_private_and_owned(pool):
     account = pool.ensure_user("ada")
     st = os.lstat(account.path)
@@ -93,6 +94,7 @@ def test_user_folder_is_private_and_owned(pool):
     assert account.host_path == Path("/host/pool/users/ada")
 
 
+@needs_root
 def test_uids_unique_and_stable(pool):
     first = {name: pool.ensure_user(name).uid for name in ["ada", "bob", "Ada", "../x"]}
     assert len(set(first.values())) == 4
@@ -103,6 +105,7 @@ def test_uids_unique_and_stable(pool):
     assert {name: fresh.ensure_user(name).uid for name in first} == first
 
 
+@needs_root
 def test_existing_folder_keeps_its_owner(pool):
     (pool.root / "users").mkdir(parents=True)
     os.mkdir(pool.root / "users" / "carol", 0o700)
@@ -111,6 +114,7 @@ def test_existing_folder_keeps_its_owner(pool):
     assert pool.ensure_user("dave").uid == 20000
 
 
+@needs_root
 def test_range_exhaustion_is_a_clear_error(pool):
     for i in range(10):
         pool.ensure_user(f"u{i}")
@@ -118,6 +122,7 @@ def test_range_exhaustion_is_a_clear_error(pool):
         pool.ensure_user("one-too-many")
 
 
+@needs_root
 def test_planted_symlink_is_refused_not_followed(pool, tmp_path):
     (pool.root / "users").mkdir(parents=True)
     target = tmp_path / "elsewhere"
@@ -128,6 +133,7 @@ def test_planted_symlink_is_refused_not_followed(pool, tmp_path):
     assert os.lstat(target).st_uid == 0
 
 
+@needs_root
 def test_root_owned_folder_is_refused(pool):
     pool.user_path("root-made").mkdir(parents=True)
     with pytest.raises(PoolError, match="system account"):
@@ -160,6 +166,7 @@ def test_every_spawner_shares_the_hubs_pool(tmp_path, monkeypatch):
     assert first.quota_limits is None
 
 
+@needs_root
 def test_group_folders_are_setgid_and_have_distinct_stable_gids(pool):
     g1, g2 = pool.ensure_group("g1"), pool.ensure_group("Data Science 101")
     assert g1.gid != g2.gid
@@ -176,6 +183,7 @@ def test_gid_range_must_not_overlap_uids(tmp_path):
         DataPool(tmp_path, tmp_path, 20000, 30000, gid_min=25000, gid_max=26000)
 
 
+@needs_root
 def test_shared_is_readable_by_all_writable_by_instructors(pool):
     instructors = pool.ensure_group("instructors")
     assert pool.ensure_shared(instructors.gid) == pool.host_root / "shared"
@@ -186,6 +194,7 @@ def test_shared_is_readable_by_all_writable_by_instructors(pool):
 LINKS = {"groups": "/srv/groups", "shared": "/srv/shared"}
 
 
+@needs_root
 def test_links_are_made_as_the_user(pool):
     account = pool.ensure_user("ada")
     pool.ensure_links(account, LINKS)
@@ -197,6 +206,7 @@ def test_links_are_made_as_the_user(pool):
     assert sorted(os.listdir(account.path)) == ["groups", "shared"]
 
 
+@needs_root
 def test_links_never_replace_or_follow_what_the_user_keeps_there(pool, tmp_path):
     account = pool.ensure_user("eve")
     victim = tmp_path / "victim"
@@ -214,6 +224,7 @@ def test_links_never_replace_or_follow_what_the_user_keeps_there(pool, tmp_path)
     assert os.lstat(account.path / "groups").st_uid == 0, "an existing entry is not even chowned"
 
 
+@needs_root
 def test_archive_moves_the_folder_without_following_links(pool, tmp_path):
     account = pool.ensure_user("leaver")
     victim = tmp_path / "victim"
@@ -236,6 +247,7 @@ def record_lines(pool: DataPool) -> list[str]:
     return (pool.root / RECORD_NAME).read_text().splitlines()
 
 
+@needs_root
 def test_every_issued_uid_is_recorded_before_its_folder(pool):
     ada, ds = pool.ensure_user("ada"), pool.ensure_user("Data Science 101")
     today = datetime.date.today().isoformat()
@@ -250,6 +262,7 @@ def test_every_issued_uid_is_recorded_before_its_folder(pool):
     assert len(record_lines(pool)) == 2, "an existing user is not recorded again"
 
 
+@needs_root
 def test_a_deleted_archive_never_frees_its_uid(pool):
     leaver = pool.ensure_user("leaver")
     archived = pool.archive_user("leaver", "2026-11-25")
@@ -266,6 +279,7 @@ def make_folder(parent: Path, name: str, uid: int) -> None:
     os.chown(parent / name, uid, uid)
 
 
+@needs_root
 def test_a_pool_without_record_records_its_folders_at_first_use(pool):
     make_folder(pool.root / "users", "old", 20000)
     make_folder(pool.root / "archive", "gone-2020-01-01", 20001)
@@ -277,6 +291,7 @@ def test_a_pool_without_record_records_its_folders_at_first_use(pool):
     assert pool.ensure_user("new").uid == 20002
 
 
+@needs_root
 def test_a_pool_without_record_records_its_folders_at_first_allocation(pool):
     make_folder(pool.root / "archive", "gone-2020-01-01", 20000)
     make_folder(pool.root / "archive", "Renamed By Hand", 20001)
@@ -286,6 +301,7 @@ def test_a_pool_without_record_records_its_folders_at_first_allocation(pool):
     assert names == ["gone-2020-01-01", escape_name("Renamed By Hand"), "not-20utf-2d8-20-ff", "new"]
 
 
+@needs_root
 def test_archiving_records_the_uid_of_a_pool_without_record(pool):
     make_folder(pool.root / "users", "old", 20000)
     pool.archive_user("old", "2026-11-25")
@@ -310,6 +326,7 @@ def test_a_link_at_the_record_is_refused_not_followed(pool, tmp_path, existing_t
         assert not victim.exists()
 
 
+@needs_root
 def test_a_record_others_can_write_is_refused(pool):
     pool.root.mkdir(parents=True)
     (pool.root / RECORD_NAME).write_text("")

@@ -9,14 +9,14 @@ from docker.errors import APIError
 
 from spawner.pool.datapool import DataPool, escape_name
 from spawner.spawn.docker import GROUPS_DIR, HOME, SHARED_DIR, pool_mounts, vanished_folder
+from tests.support.privileges import needs_root
 
 HOST = Path("/host/pool")
 
 
 @pytest.fixture
 def pool(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("the pool hands folders to other uids: needs root (run as root, like the hub)")
+    """A pool in tmp_path; tests whose code hands folders to other uids say @needs_root."""
     return DataPool(tmp_path / "pool", HOST, 20000, 20009)
 
 
@@ -24,6 +24,7 @@ def table(mounts):
     return [(m["Type"], m["Source"], m["Target"], m["ReadOnly"]) for m in mounts.mounts]
 
 
+@needs_root
 def test_a_student_gets_binds_of_their_folders_at_fixed_paths(pool):
     ada = pool.ensure_user("ada")
     mounts = pool_mounts(pool, ada, ["g1", "Data Science 101"], ["*"], "instructors")
@@ -41,6 +42,7 @@ def test_a_student_gets_binds_of_their_folders_at_fixed_paths(pool):
     assert os.readlink(ada.path / "shared") == SHARED_DIR
 
 
+@needs_root
 def test_an_instructor_writes_shared_and_carries_its_gid(pool):
     ivan = pool.ensure_user("ivan")
     mounts = pool_mounts(pool, ivan, ["instructors"], ["g1"], "instructors")
@@ -51,6 +53,7 @@ def test_an_instructor_writes_shared_and_carries_its_gid(pool):
     assert mounts.group_add == [pool.ensure_group("instructors").gid]
 
 
+@needs_root
 def test_no_group_folder_no_groups_link(pool):
     olga = pool.ensure_user("olga")
     mounts = pool_mounts(pool, olga, [], ["*"], "instructors")
@@ -59,6 +62,7 @@ def test_no_group_folder_no_groups_link(pool):
     assert sorted(os.listdir(olga.path)) == ["shared"]
 
 
+@needs_root
 def test_what_the_home_holds_changes_no_mount(pool, tmp_path):
     clean = pool_mounts(pool, pool.ensure_user("ada"), ["g1"], ["*"], "instructors")
     eve = pool.ensure_user("eve")
