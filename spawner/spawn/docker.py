@@ -25,14 +25,7 @@ from dockerspawner import DockerSpawner, SwarmSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, Instance, Integer, List, Unicode, default
 
-from spawner.config.profiles import (
-    Profile,
-    ProfileError,
-    Profiles,
-    ProfilesFile,
-    options_form,
-    profile_from_form,
-)
+from spawner.config.profiles import Profile, ProfileError, Profiles, ProfilesFile
 from spawner.core.constants import (
     DISK_QUOTA_LABEL,
     GPUS_LABEL,
@@ -49,6 +42,7 @@ from spawner.pool.datapool import Account, DataPool, PoolError, escape_name
 from spawner.pool.disk import LimitsFile, QuotaState, UsageMeter
 from spawner.services.swarmpolicy import POLICED_ALIAS
 from spawner.spawn.faststart import FastStart, StartFailed
+from spawner.spawn.form import options_form, profile_from_form
 from spawner.spawn.gpus import GpuAssignments, NoGpuFree
 
 HOME = "/home/jovyan"

@@ -8,15 +8,8 @@ import pytest
 
 from spawner.cli import settings as settings_cli
 from spawner.config import settings as dshub_settings
-from spawner.config.profiles import (
-    SCHEMA,
-    Defaults,
-    ProfileError,
-    ProfilesFile,
-    options_form,
-    parse,
-    profile_from_form,
-)
+from spawner.config.profiles import SCHEMA, Defaults, ProfileError, ProfilesFile, parse
+from spawner.spawn.form import options_form, profile_from_form
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = Defaults(image="dshub/lab:test", cpu=1.0, mem_limit=2 * 2**30, pids=512)
