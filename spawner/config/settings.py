@@ -9,6 +9,14 @@ The model :class:`Settings` is the single source of truth: each field's type is
 its validation, its description the setting's help and its default the text an
 operator would write, so the settings reference (``.env.example``, checked by a
 unit test) comes from it too.
+
+A pydantic model, not pydantic-settings: the settings have one way in, the
+mapping :func:`load` is given (compose's environment, or the rendered file), and
+``.env`` is read by :func:`parse_env_file` with exactly the syntax compose reads
+it with. pydantic-settings' sources (the process environment, python-dotenv's own
+.env syntax, secrets directories) would each be a second way in, and a .env line
+the two readers take differently would mean one thing to the hub and another to
+compose.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from urllib.parse import urlsplit
 
 from annotated_types import Ge, Le
 from pydantic import (
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -33,12 +43,6 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic.functional_validators import ModelWrapValidatorHandler
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
 
 from spawner.core.constants import VERSION
 from spawner.core.names import USERNAME_PATTERN, USERNAME_RULE
@@ -352,15 +356,15 @@ _Claim = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", "a claim nam
 _Groups = Annotated[tuple[str, ...], _parsed(_list(IDP_NAME_PATTERN, "a group name"))]
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Validated settings; attribute names are the setting names without the prefix.
 
     Made by :func:`load`, from text only: each default is the text an operator would
     write (``None`` or ``()``: an optional setting, written as nothing).
     """
 
-    # Comma lists stay comma lists (DSHUB_ADMIN_USERS=a,b), never JSON.
-    model_config = SettingsConfigDict(env_prefix=PREFIX, enable_decoding=False)
+    # Defaults are text too, read by the same parsers; a field the model lacks is an error.
+    model_config = ConfigDict(validate_default=True, extra="forbid")
 
     project: Annotated[
         str, _matching(r"[a-z][a-z0-9-]{0,29}", "a lowercase name (letters, digits, '-'; max 30)")
@@ -767,18 +771,6 @@ class Settings(BaseSettings):
     # The text of each setting, as rendered for compose and the hub (as_env).
     _text: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # What load() hands over, nothing else: no process environment, .env file or secrets dir.
-        return (init_settings,)
-
     @model_validator(mode="wrap")
     @classmethod
     def _checked_and_completed(cls, text: dict[str, str], handler: ModelWrapValidatorHandler[Self]) -> Self:
@@ -1071,18 +1063,6 @@ SETTINGS: tuple[Setting, ...] = tuple(
 _NAMES = tuple(setting.name for setting in SETTINGS)
 
 
-class _Environment(EnvSettingsSource):
-    """The DSHUB_* variables of the mapping load() is given, never of the process."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(Settings)
-
-    def _load_env_vars(self) -> Mapping[str, str]:
-        # Case-insensitive names (pydantic-settings' default) are looked up in lower case.
-        return {key.lower(): value for key, value in self._environ.items()}
-
-
 def parse_env_file(path: Path) -> dict[str, str]:
     """KEY=value lines, '#' comments, optional quotes: the subset compose reads the same."""
     result: dict[str, str] = {}
@@ -1106,8 +1086,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     errors = [_unknown(key) for key in sorted(environ) if key.startswith(PREFIX) and key not in _NAMES]
     # An empty value, or only spaces, is unset: the default.
-    given = {key: value.strip() for key, value in environ.items() if key in _NAMES and value.strip()}
-    text = _Environment(given)()
+    text = {
+        key.removeprefix(PREFIX).lower(): value.strip()
+        for key, value in environ.items()
+        if key in _NAMES and value.strip()
+    }
     try:
         settings = Settings(**text)
     except ValidationError as e:
