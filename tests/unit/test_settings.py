@@ -205,3 +205,18 @@ def test_culling_settings_and_their_service():
     assert role["services"] == [service["name"]] and "admin:users" not in role["scopes"]
     # Servers report activity often enough that a short timeout never culls an active one.
     assert culling.check_interval(40) == 10 and culling.check_interval(3600) == 300
+
+
+def test_load_reads_only_the_mapping_it_is_given(monkeypatch):
+    monkeypatch.setenv("DSHUB_PROJECT", "from-process")
+    assert s.load({}).project == "dshub"
+    assert s.load().project == "from-process"
+
+
+def test_the_client_secret_is_never_shown():
+    env = {
+        "DSHUB_AUTHENTICATOR": "github",
+        "DSHUB_OAUTH_CLIENT_ID": "c",
+        "DSHUB_OAUTH_CLIENT_SECRET": "s3cret-value",
+    }
+    assert "s3cret-value" not in repr(s.load(env))
