@@ -2,6 +2,10 @@
 
 ``DSHUB_MEM_LIMIT`` and a profile's ``memory`` are one kind of value with one rule;
 the bounds live here once, so a value a setting accepts is one a profile accepts.
+
+Not ``jupyterhub.traitlets.ByteSpecification``: the services' images read the
+settings without JupyterHub, and it takes decimals (``1.5G``) that docker's
+notation, which these values are written in, does not.
 """
 
 from __future__ import annotations

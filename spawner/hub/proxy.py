@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import bcrypt
-from jupyterhub.utils import subdomain_hook_idna
+from jupyterhub.utils import exponential_backoff, subdomain_hook_idna
 from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
 from jupyterhub_traefik_proxy.traefik_utils import TraefikConfigFileHandler
 from traitlets import Float, default, observe
@@ -330,17 +330,20 @@ class DshubTraefikProxy(TraefikFileProviderProxy):
         await super().check_routes(routable, service_dict, routes)
 
     async def _wait_for_route(self, routespec: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.check_route_timeout
-        interval = self.check_route_interval
-        while True:
+        async def loaded() -> bool:
             found = await asyncio.gather(
                 self._check_for_traefik_service(routespec, "service"),
                 self._check_for_traefik_service(routespec, "router"),
             )
-            if all(found):
-                return
-            if loop.time() > deadline:
-                raise TimeoutError(f"Traefik route for {routespec}: not ready")
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.25, self.check_route_max_interval)
+            return all(found)
+
+        # JupyterHub's own backoff, at dshub's short intervals: never 50 ms late.
+        await exponential_backoff(
+            loaded,
+            f"Traefik route for {routespec}: not ready",
+            start_wait=self.check_route_interval,
+            scale_factor=1.25,
+            max_wait=self.check_route_max_interval,
+            timeout=self.check_route_timeout,
+            timeout_tolerance=0,
+        )

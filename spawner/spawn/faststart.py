@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from jupyterhub.utils import url_path_join
+from jupyterhub.utils import exponential_backoff, url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer
 from traitlets.config import Configurable
@@ -48,15 +48,16 @@ async def wait_until_answers(
     """Whether url answered HTTP (any status below 500, as JupyterHub counts it) within timeout.
 
     Looks every ``interval`` seconds at first, 1.25x longer each time up to
-    ``max_interval``: quick for a quick server, cheap for the hub while a class's
-    servers start at once. Every ``ENDED_CHECK_SECONDS`` asks ``ended`` why the
+    ``max_interval``: quick for a quick server, cheap for the hub while
+    a class's servers start at once. Every ``ENDED_CHECK_SECONDS`` asks ``ended`` why the
     server has stopped, and raises :class:`StartFailed` with its answer.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     next_check = loop.time() + ENDED_CHECK_SECONDS
     client = AsyncHTTPClient()
-    while True:
+
+    async def answered() -> bool:
+        nonlocal next_check
         try:
             resp = await client.fetch(url, raise_error=False, follow_redirects=False, request_timeout=5)
         except (OSError, HTTPClientError):
@@ -64,15 +65,27 @@ async def wait_until_answers(
         else:
             if resp.code < 500:
                 return True
-        if loop.time() + interval > deadline:
-            return False
         if ended is not None and loop.time() >= next_check:
             next_check = loop.time() + ENDED_CHECK_SECONDS
             reason = await ended()
             if reason is not None:
                 raise StartFailed(reason)
-        await asyncio.sleep(interval)
-        interval = min(interval * 1.25, max_interval)
+        return False
+
+    try:
+        # JupyterHub's own backoff: its jitter keeps a class's servers that start
+        # together from being polled in step.
+        return await exponential_backoff(
+            answered,
+            "",
+            start_wait=interval,
+            scale_factor=1.25,
+            max_wait=max_interval,
+            timeout=timeout,
+            timeout_tolerance=0,
+        )
+    except TimeoutError:
+        return False
 
 
 # Seconds of start_timeout left unused by the wait, for JupyterHub's own steps.
