@@ -19,8 +19,8 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from bench import build, density, netpolicy, proxy, routes, signin, spawn, storm, swarm
 from bench.common import BENCH_PREFIX
@@ -28,17 +28,18 @@ from bench.reference import Reference
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "bench"
-MEASURES: dict[str, Callable[[], tuple[str, list[dict[str, object]]]]] = {
-    "routes": routes.run,
-    "spawn": spawn.run,
-    "proxy": proxy.run,
-    "density": density.run,
-    "storm": storm.run,
-    "signin": signin.run,
-    "netpolicy": netpolicy.run,
-    "swarm": swarm.run,
+# Each measure's module has run() -> (its section, its rows) and TITLE, its section's title.
+MEASURES: dict[str, ModuleType] = {
+    "routes": routes,
+    "spawn": spawn,
+    "proxy": proxy,
+    "density": density,
+    "storm": storm,
+    "signin": signin,
+    "netpolicy": netpolicy,
+    "swarm": swarm,
     # Rebuilds the user images without cache (~15 min here): run on its own.
-    "build": build.run,
+    "build": build,
 }
 DEFAULT = ("routes", "spawn", "proxy", "density", "storm", "signin", "netpolicy", "swarm")
 
@@ -87,15 +88,23 @@ def others_busy() -> str:
     return f"load average {os.getloadavg()[0]:.1f}, {len(others)} other containers running"
 
 
-def run_measure(name: str) -> None:
+def run_measure(name: str) -> bool:
+    """Run one measure and write its section; False when it failed (its section then says so)."""
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    measure = MEASURES[name]
+    measured = True
     try:
-        text, rows = MEASURES[name]()
+        text, rows = measure.run()
     except Exception:
-        text = f"## {name}\n\nNot measured: the run failed.\n\n```\n{traceback.format_exc()[-3000:]}```\n"
+        measured = False
+        # Under the measure's own title: it replaces the figures of an earlier run, which
+        # this run could not confirm.
+        failure = traceback.format_exc()[-3000:]
+        text = f"{measure.TITLE}\n\n**Not measured**: the run failed.\n\n```\n{failure}```\n"
         rows = []
+        print(f"bench: {name} FAILED: not measured", file=sys.stderr, flush=True)
     minutes = (time.monotonic() - t0) / 60
     stamp = f"_Measured {started:%Y-%m-%d %H:%M} UTC in {minutes:.1f} min; {others_busy()} at the end._\n"
     (OUT / f"{name}.md").write_text(text + "\n" + stamp)
@@ -107,21 +116,25 @@ def run_measure(name: str) -> None:
             writer.writeheader()
             writer.writerows(rows)
     print(f"bench: {name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
+    return measured
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str]) -> int:
+    """0 when every measure asked for was measured."""
     if names == ["report"]:
         write_report("not measured by `report`; each section's stamp gives the load at its end")
-        return
+        return 0
     unknown = [n for n in names if n not in MEASURES]
     if unknown:
         sys.exit(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
     OUT.mkdir(parents=True, exist_ok=True)
     Reference().build()
     busy = others_busy()
-    for name in names or DEFAULT:
-        run_measure(name)
+    failed = [name for name in names or DEFAULT if not run_measure(name)]
     write_report(busy)
+    if failed:
+        print(f"bench: not measured: {', '.join(failed)} (see BENCHMARKS.md)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def write_report(busy: str) -> None:
@@ -165,4 +178,4 @@ def sections_of(report: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

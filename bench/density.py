@@ -31,6 +31,9 @@ from bench.footprint import container_mib, image_mib, measure_image
 from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Density"
+
 USERS = 100
 AT_ONCE = 4
 SETTLE_SECONDS = 20
@@ -98,7 +101,7 @@ def report(rows: list[dict[str, object]], ide_rows: list[dict[str, object]], rse
     lab = values("lab idle MiB")
     n = len(lab)
     lines = [
-        "## Density",
+        TITLE,
         "",
         f"{n} users' lab servers running idle on one dshub stack (started {AT_ONCE} at a time, then",
         f"{SETTLE_SECONDS} s idle). Memory: docker stats (cgroup usage without page cache), MiB.",

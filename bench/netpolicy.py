@@ -32,6 +32,9 @@ from bench.density import AT_ONCE, start
 from bench.spawn import hub_spawn
 from spawner.services.netpolicy import chain_names
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Network policy: its cost"
+
 USERS = 100
 SPAWNS = 10
 IDLE_SECONDS = 60
@@ -73,7 +76,7 @@ def run() -> tuple[str, list[dict[str, object]]]:
     spawn = {state: [float(r["spawn_s"]) for r in rows if r["policy"] == state] for state in ("on", "off")}
     ratio = p50(spawn["on"]) / p50(spawn["off"])
     lines = [
-        "## Network policy: its cost",
+        TITLE,
         "",
         f"{USERS} users' lab servers running on one stack; {SPAWNS} more spawns with the policy on and",
         f"{SPAWNS} with it off, alternating on the same stack (all samples). Rules: the deployment's",

@@ -39,6 +39,8 @@ from spawner.hub.edge import PROXY_IMAGE
 from tests.support.hub import HubSession
 from tests.support.stack import docker
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Proxy overhead"
 HERE = Path(__file__).parent
 CONCURRENCY = (1, 10, 50)
 ROUNDS = 2
@@ -63,6 +65,7 @@ ReadableRulesFileHandler("/srv/dshub/proxy-rules/bench-backend.toml").atomic_dum
 # Run in the reference's hub: a route through CHP's REST API, without JupyterHub's data.
 CHP_ROUTE = f"""
 import json, os, urllib.request
+
 req = urllib.request.Request(
     "http://127.0.0.1:8001/api/routes/ping", method="POST",
     data=json.dumps({{"target": "http://{BACKEND}:8080"}}).encode(),
@@ -190,7 +193,7 @@ def report(rows: list[dict[str, object]]) -> str:
     http = [r for r in rows if r["kind"] == "http"]
     paths = list(dict.fromkeys(str(r["path"]) for r in http))
     lines = [
-        "## Proxy overhead",
+        TITLE,
         "",
         f"HTTP: wrk ({SECONDS} s per run, {ROUNDS} rounds interleaved, median of rounds) from a container on",
         "the stacks' networks to a Go backend (Traefik's ping) directly, through dshub's edge and through",

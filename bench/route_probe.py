@@ -14,6 +14,11 @@ Variants, interleaved sample by sample on the same file and Traefik: "dshub"
 (the same class with jupyterhub-traefik-proxy's own wait, rules writer and API
 password hash: its API requests go through a second API router, under
 UPSTREAM_API, whose password hash has bcrypt's default cost).
+Then the rules file's format, in blocks of FORMAT_BLOCK samples that alternate:
+"toml" (dshub's TOML writer) and "json" (the same rules as JSON, which is YAML, in
+a .yaml file: what the standard library writes and Traefik's YAML reader reads).
+Between blocks the other format's file goes and this one is written whole, and
+the block starts once Traefik serves it.
 Arguments: JSON {"existing": [10, 100, 1000], "samples": 20}. Output: one JSON
 row per sample on stdout.
 """
@@ -36,7 +41,7 @@ from tornado.web import Application, RequestHandler
 from traitlets import default
 
 from spawner.config.layout import DATA_DIR, RULES_FILE, secrets_dir
-from spawner.hub.proxy import DshubTraefikProxy
+from spawner.hub.proxy import DshubTraefikProxy, ReadableRulesFileHandler
 
 BACKEND_PORT = 9990
 EDGE = "http://proxy:8000"
@@ -45,6 +50,30 @@ POLL_SECONDS = 0.01
 MISS_PORT = 9989
 RULES_DIR = Path(RULES_FILE).parent
 UPSTREAM_API = "/upstream"
+FORMAT_BLOCK = 5
+
+
+def _without_none(value: Any) -> Any:
+    # TOML has no null and the TOML writer leaves None out; the same rules, then.
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+class JsonRulesFile(ReadableRulesFileHandler):
+    """The rules as JSON in a .yaml file: Traefik's YAML reader takes JSON."""
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        self._dump = lambda data, f: json.dump(_without_none(data), f)
+
+
+class JsonRules(DshubTraefikProxy):
+    @default("dynamic_config_handler")
+    def _default_handler(self) -> JsonRulesFile:
+        return JsonRulesFile(self.dynamic_config_file)
 
 
 def upstream_api_config(password: str) -> dict[str, Any]:
@@ -54,7 +83,7 @@ def upstream_api_config(password: str) -> dict[str, Any]:
         "http": {
             "routers": {
                 "bench_upstream_api": {
-                    "rule": f"Host(`proxy`) && PathPrefix(`{UPSTREAM_API}/api`)",
+                    "rule": f"Host(`proxy-api`) && PathPrefix(`{UPSTREAM_API}/api`)",
                     "entryPoints": ["auth_api"],
                     "service": "api@internal",
                     "middlewares": ["bench_upstream_auth", "bench_upstream_strip"],
@@ -166,7 +195,29 @@ async def main(existing: list[int], samples: int) -> None:
                 "served_ms": round((served_at - started) * 1000, 1),
             }
             print(json.dumps(row), flush=True)
-        rules.unlink()
+        as_json = make(JsonRules, RULES_DIR / f"bench-{count}.yaml", password)
+        as_json.dynamic_config, as_json.mutex = dshub.dynamic_config, dshub.mutex
+        for block in range(2 * samples // FORMAT_BLOCK):
+            proxy, other = (dshub, as_json)[block % 2], (as_json, dshub)[block % 2]
+            Path(other.dynamic_config_file).unlink(missing_ok=True)
+            proxy._persist_dynamic_config()
+            await first_served(f"{EDGE}/bench-{count}-{count - 1}/", client)
+            for k in range(FORMAT_BLOCK):
+                routespec = f"/bench-{count}-new-f{block}-{k}/"
+                started = time.monotonic()
+                served = asyncio.ensure_future(first_served(f"{EDGE}{routespec}", client))
+                await proxy.add_route(routespec, target, {"bench": True})
+                added = time.monotonic()
+                served_at = await asyncio.wait_for(served, 30)
+                row = {
+                    "existing": count,
+                    "variant": "json" if proxy is as_json else "toml",
+                    "added_ms": round((added - started) * 1000, 1),
+                    "served_ms": round((served_at - started) * 1000, 1),
+                }
+                print(json.dumps(row), flush=True)
+        for proxy in (dshub, as_json):
+            Path(proxy.dynamic_config_file).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from bench.common import admin_session, p50, p95, stack, user_image
 from bench.reference import Reference
 from tests.support.hub import HubSession, SignInRefused
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Sign-in flood"
+
 ATTEMPTS = 200
 PARALLEL = 50
 IDLE_SAMPLES = 200
@@ -88,7 +91,7 @@ def run() -> tuple[str, list[dict[str, object]]]:
         for value in r[phase]  # type: ignore[union-attr]
     ]
     lines = [
-        "## Sign-in flood",
+        TITLE,
         "",
         f"{ATTEMPTS} failed sign-ins for one existing user, {PARALLEL} at a time from one address",
         "(its own process), while one client reads a user model from the hub's API back to back;",

@@ -46,6 +46,9 @@ from bench.reference import Reference
 from tests.support.hub import HubSession
 from tests.support.stack import docker, free_port
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Spawn → ready"
+
 IMAGES = ("lab", "datascience")
 SPAWNS = 20
 POLL = 0.05
@@ -166,7 +169,7 @@ def cpu_per_start(samples: list[Sample]) -> float:
 
 def report(samples: list[Sample]) -> str:
     lines = [
-        "## Spawn → ready",
+        TITLE,
         "",
         "From the start API call until the user's `/api/status` answers through the edge (floor:",
         "from `docker run` until the published port answers), each spawn a new user's first, the",

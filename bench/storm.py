@@ -45,6 +45,9 @@ from bench.spawn import measured_start
 from tests.support.hub import HubSession
 from tests.support.stack import docker
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Login storm"
+
 USERS = 50
 WARMUP = 3
 POLL = 0.5
@@ -178,7 +181,9 @@ def seconds(value: float) -> str:
 def report(dshub: Run, ref: Run, users: int) -> str:
     floor = users * dshub.start_cpu / CORES
     lines = [
-        f"## Login storm: {users} people sign in and start at once",
+        TITLE,
+        "",
+        f"{users} people sign in and start at once.",
         "",
         "Time-to-lab: from opening the login page until the Lab page loaded through the edge",
         f"(first sign-in, token, start, /api/status polled every {POLL} s, Lab page). dshub's run, then",

@@ -36,6 +36,9 @@ from bench.spawn import hub_spawn
 from tests.support.stack import SwarmStack
 from tests.support.swarmnodes import local_swarm, swarm_cluster
 
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Swarm mode"
+
 SPAWNS = 15
 TARGET = 1.5
 STORM_USERS = 30
@@ -96,7 +99,7 @@ def storm_samples(users: int) -> list[dict[str, object]]:
 
 def report(spawns: list[dict[str, object]], storm: list[dict[str, object]], users: int) -> str:
     lines = [
-        "## Swarm mode",
+        TITLE,
         "",
         "Spawn → ready (the start API call until the user's `/api/status` answers through the edge),",
         "lab image, single-host mode and swarm mode (this engine as a one-node swarm) interleaved spawn",
