@@ -45,6 +45,7 @@ from spawner.core.units import (
     CPU_MIN,
     DISK_MAX,
     DISK_MIN,
+    MEMORY_MAX,
     MEMORY_MIN,
     PIDS_MAX,
     PIDS_MIN,
@@ -101,6 +102,8 @@ def _memory(raw: object) -> int:
         raise _size_error("is not a memory size: write e.g. 512M or 2G.")
     if value < MEMORY_MIN:
         raise _size_error(f"is below the {docker_size(MEMORY_MIN)} a Jupyter server needs.")
+    if value > MEMORY_MAX:
+        raise _size_error(f"is out of range: use {docker_size(MEMORY_MIN)}..{docker_size(MEMORY_MAX)}.")
     return value
 
 
@@ -161,9 +164,9 @@ class Profile(_FileModel):
     model_config = ConfigDict(json_schema_extra={"required": ["name", "image"]})
 
     name: ProfileName = Field(description="Short id: the form value and the dshub.profile label.")
-    # Left out: the name, once that is valid (else pydantic says default_factory_not_called).
+    # Left out: the name (pydantic before 2.11 asks even when the name was refused).
     display_name: str = Field(
-        default_factory=lambda data: data["name"],
+        default_factory=lambda data: data.get("name", ""),
         min_length=1,
         max_length=80,
         description="Title on the form (default: name).",
@@ -374,7 +377,7 @@ class Defaults:
 
     def single(self) -> Profiles:
         entry = {"name": "default", "display_name": "Default", "image": self.image, "default": True}
-        return Profiles.model_validate({"profiles": [entry]}, context=self)
+        return _validated({"profiles": [entry]}, self)
 
 
 class _FileSchema(GenerateJsonSchema):
@@ -474,6 +477,10 @@ def parse(text: str, defaults: Defaults) -> Profiles:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ProfileError(f"not valid YAML: {e}") from None
+    return _validated(data, defaults)
+
+
+def _validated(data: Any, defaults: Defaults) -> Profiles:
     try:
         return Profiles.model_validate(data, context=defaults)
     except ValidationError as e:

@@ -51,6 +51,7 @@ from spawner.core.units import (
     CPU_MIN,
     DISK_MAX,
     DISK_MIN,
+    MEMORY_MAX,
     MEMORY_MIN,
     PIDS_MAX,
     PIDS_MIN,
@@ -108,6 +109,8 @@ def parse_memory(name: str, raw: str) -> int:
         raise SettingsError(f"{name}={raw!r} is not a memory size: write e.g. 512M or 2G.")
     if value < MEMORY_MIN:
         raise SettingsError(f"{name}={raw!r} is below the 64M a Jupyter server needs.")
+    if value > MEMORY_MAX:
+        raise SettingsError(f"{name}={raw!r} is out of range: use 64M..1024T.")
     return value
 
 
@@ -314,10 +317,18 @@ def _env_name(field_name: str) -> str:
 
 
 def _parsed(parse: Callable[[str, str], Any]) -> BeforeValidator:
-    """A field validated by a parser of its text; an optional setting's default (None or ()) is no text."""
+    """A field validated by a parser of its text; an optional setting's default (None or ()) is no text.
+
+    Anything else that is not text is refused: a value reaches the model only as its text.
+    """
 
     def validate(raw: Any, info: ValidationInfo) -> Any:
-        return parse(_env_name(str(info.field_name)), raw) if isinstance(raw, str) else raw
+        name = _env_name(str(info.field_name))
+        if isinstance(raw, str):
+            return parse(name, raw)
+        if raw is None or raw == ():
+            return raw
+        raise SettingsError(f"{name} must be given as text.")
 
     return BeforeValidator(validate)
 

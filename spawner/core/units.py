@@ -14,8 +14,9 @@ import re
 
 CPU_MIN, CPU_MAX = 0.01, 1024
 PIDS_MIN, PIDS_MAX = 32, 1_000_000
-# Below this a Jupyter server does not start.
-MEMORY_MIN = 64 * 2**20
+# Below this a Jupyter server does not start; above it no machine has the memory
+# (and its byte count still fits what parse_size reads).
+MEMORY_MIN, MEMORY_MAX = 64 * 2**20, 2**50
 # Project quotas count in 512-byte blocks of a 64-bit number; a petabyte is room enough.
 DISK_MIN, DISK_MAX = 2**20, 2**50
 
