@@ -75,6 +75,7 @@ def test_without_a_file_one_profile_comes_from_the_settings(tmp_path):
         ("profiles:\n  - {name: a, image: 'x; rm -rf /'}", "profiles[0].image"),
         ("profiles:\n  - {name: a, image: x, memory: 2X}", "profiles[0].memory: '2X' does not match"),
         ("profiles:\n  - {name: a, image: x, memory: 1M}", "below the 64M"),
+        ("profiles:\n  - {name: a, image: x, memory: 1025T}", "out of range: use 64M..1024T"),
         ("profiles:\n  - {name: a, image: x, cpu: 0}", "profiles[0].cpu: 0 is less than the minimum"),
         ("profiles:\n  - {name: a, image: x, pids: 5}", "profiles[0].pids: 5 is less than the minimum"),
         ("profiles:\n  - {name: a, image: x, groups: [a, a]}", "has non-unique elements"),
@@ -184,3 +185,10 @@ def test_make_settings_refuses_a_broken_profiles_file(tmp_path):
 
 def test_the_schema_is_printable_json():
     assert json.loads(json.dumps(SCHEMA))["$defs"]["profile"]["additionalProperties"] is False
+
+
+def test_the_largest_memory_the_settings_take_makes_a_profile_too(tmp_path):
+    """Without a file the settings' limits make the one profile: what they accept must hold there."""
+    settings = dshub_settings.load({"DSHUB_MEM_LIMIT": "1024T"})
+    only = ProfilesFile(tmp_path / "profiles.yaml", Defaults.from_settings(settings)).current().profiles[0]
+    assert only.mem_limit == 2**50

@@ -42,6 +42,7 @@ def test_good_values(key, raw, expected):
         ("DSHUB_HTTP_PORT", "70000", "out of range"),
         ("DSHUB_MEM_LIMIT", "2 GB", "not a memory size"),
         ("DSHUB_MEM_LIMIT", "1M", "below the 64M"),
+        ("DSHUB_MEM_LIMIT", "1025T", "out of range: use 64M..1024T"),
         ("DSHUB_CPU_LIMIT", "lots", "not a number of CPUs"),
         ("DSHUB_CPU_LIMIT", "0", "out of range"),
         ("DSHUB_BIND_ADDRESS", "localhost", "not an IP address"),
