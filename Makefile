@@ -89,7 +89,7 @@ test: lint build build-dev browser ## every test: unit, integration (real engine
 test-nodes: lint build build-dev ## the multi-node swarm tests: three engines of the test's own in one swarm (~5 min)
 	$(PY) -m pytest -m nodes
 
-bench: build build-dev ## run the benchmarks; writes BENCHMARKS.md and build/bench/*.csv
+bench: build build-dev browser ## run the benchmarks (Chromium for the browser measures); writes BENCHMARKS.md and build/bench/*.csv
 	$(PY) -m bench
 
 test-unit: $(VENV)/.stamp ## unit tests only; no engine needed, runs in seconds

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench import build, density, netpolicy, proxy, routes, signin, spawn, storm, swarm
+from bench import build, density, kernel, netpolicy, proxy, routes, signin, spawn, storm, swarm
 from bench.common import BENCH_PREFIX
 from bench.reference import Reference
 
@@ -33,6 +33,7 @@ MEASURES: dict[str, ModuleType] = {
     "routes": routes,
     "spawn": spawn,
     "proxy": proxy,
+    "kernel": kernel,
     "density": density,
     "storm": storm,
     "signin": signin,
@@ -41,7 +42,7 @@ MEASURES: dict[str, ModuleType] = {
     # Rebuilds the user images without cache (~15 min here): run on its own.
     "build": build,
 }
-DEFAULT = ("routes", "spawn", "proxy", "density", "storm", "signin", "netpolicy", "swarm")
+DEFAULT = ("routes", "spawn", "proxy", "kernel", "density", "storm", "signin", "netpolicy", "swarm")
 
 
 def machine() -> str:

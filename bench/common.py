@@ -162,3 +162,23 @@ def admin_session(s: Stack) -> HubSession:
     admin = HubSession(s.url)
     admin.sign_in(s.settings.admin_users[0], s.admin_password())
     return admin
+
+
+def labelled(project: str, role: str) -> str:
+    """The one running container of a project's role."""
+    selectors = ("--filter", f"label=dshub.project={project}", "--filter", f"label=dshub.role={role}")
+    (cid,) = docker("ps", "-q", *selectors).stdout.split()
+    return cid
+
+
+def name_of(cid: str) -> str:
+    return docker("inspect", "--format", "{{.Name}}", cid).stdout.strip().lstrip("/")
+
+
+def start_server(session: HubSession, project: str, name: str) -> str:
+    """Start name's server (the only one of the project); its container's id."""
+    resp = session.api("POST", f"/users/{name}", json={})
+    assert resp.status_code in (201, 409), resp.text
+    assert session.api("POST", f"/users/{name}/server").status_code in (201, 202)
+    wait_until(lambda: status_answers(session, name), 300, 0.2, f"server of {name}")
+    return labelled(project, "user-server")

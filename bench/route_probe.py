@@ -142,6 +142,29 @@ async def first_served(url: str, client: AsyncHTTPClient) -> float:
         await asyncio.sleep(POLL_SECONDS)
 
 
+async def timed_add(
+    proxy: DshubTraefikProxy,
+    routespec: str,
+    target: str,
+    client: AsyncHTTPClient,
+    existing: int,
+    variant: str,
+) -> None:
+    """Add a route; print when add_route returned and when the edge first served it."""
+    started = time.monotonic()
+    served = asyncio.ensure_future(first_served(f"{EDGE}{routespec}", client))
+    await proxy.add_route(routespec, target, {"bench": True})
+    added = time.monotonic()
+    served_at = await asyncio.wait_for(served, 30)
+    row = {
+        "existing": existing,
+        "variant": variant,
+        "added_ms": round((added - started) * 1000, 1),
+        "served_ms": round((served_at - started) * 1000, 1),
+    }
+    print(json.dumps(row), flush=True)
+
+
 def make(cls: type[DshubTraefikProxy], rules: Path, password: str, api_path: str = "") -> DshubTraefikProxy:
     return cls(
         dynamic_config_file=str(rules),
@@ -182,19 +205,8 @@ async def main(existing: list[int], samples: int) -> None:
         upstream.mutex = dshub.mutex
         for k in range(2 * samples):
             proxy = (dshub, upstream)[k % 2]
-            routespec = f"/bench-{count}-new{k}/"
-            started = time.monotonic()
-            served = asyncio.ensure_future(first_served(f"{EDGE}{routespec}", client))
-            await proxy.add_route(routespec, target, {"bench": True})
-            added = time.monotonic()
-            served_at = await asyncio.wait_for(served, 30)
-            row = {
-                "existing": count,
-                "variant": "dshub" if proxy is dshub else "upstream",
-                "added_ms": round((added - started) * 1000, 1),
-                "served_ms": round((served_at - started) * 1000, 1),
-            }
-            print(json.dumps(row), flush=True)
+            variant = "dshub" if proxy is dshub else "upstream"
+            await timed_add(proxy, f"/bench-{count}-new{k}/", target, client, count, variant)
         as_json = make(JsonRules, RULES_DIR / f"bench-{count}.yaml", password)
         as_json.dynamic_config, as_json.mutex = dshub.dynamic_config, dshub.mutex
         for block in range(2 * samples // FORMAT_BLOCK):
@@ -202,20 +214,9 @@ async def main(existing: list[int], samples: int) -> None:
             Path(other.dynamic_config_file).unlink(missing_ok=True)
             proxy._persist_dynamic_config()
             await first_served(f"{EDGE}/bench-{count}-{count - 1}/", client)
+            variant = "json" if proxy is as_json else "toml"
             for k in range(FORMAT_BLOCK):
-                routespec = f"/bench-{count}-new-f{block}-{k}/"
-                started = time.monotonic()
-                served = asyncio.ensure_future(first_served(f"{EDGE}{routespec}", client))
-                await proxy.add_route(routespec, target, {"bench": True})
-                added = time.monotonic()
-                served_at = await asyncio.wait_for(served, 30)
-                row = {
-                    "existing": count,
-                    "variant": "json" if proxy is as_json else "toml",
-                    "added_ms": round((added - started) * 1000, 1),
-                    "served_ms": round((served_at - started) * 1000, 1),
-                }
-                print(json.dumps(row), flush=True)
+                await timed_add(proxy, f"/bench-{count}-new-f{block}-{k}/", target, client, count, variant)
         for proxy in (dshub, as_json):
             Path(proxy.dynamic_config_file).unlink(missing_ok=True)
 

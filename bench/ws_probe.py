@@ -1,9 +1,9 @@
 """Runs inside a hub container (piped to `python3 -`): kernel execute round trips.
 
-Arguments: JSON {"paths": {"edge": ws-url, "direct": ws-url}, "token": ..., "n": 200}.
-Each path has its own kernel; executes of `1` alternate between the paths, each
-timed from sending execute_request until the kernel reports idle for it.
-Output: one JSON row per execute on stdout.
+Arguments: JSON {"paths": {name: {"base": server http URL, "token": ...}}, "n": 200}.
+Each path gets a kernel of its own (made through that path); executes of `1`
+alternate between the paths, each timed from sending execute_request until the
+kernel reports idle for it. Output: one JSON row per execute on stdout.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 WARMUP = 5
@@ -43,14 +43,21 @@ async def round_trip(ws: WebSocketClientConnection, session: str) -> float:
             return time.perf_counter() - started
 
 
-async def main(paths: dict[str, str], token: str, n: int) -> None:
-    sockets = {}
-    for name, url in paths.items():
-        ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
-        # As a browser and Traefik do: without it Nagle's algorithm holds each small
-        # frame for the peer's delayed ACK (~40 ms) on the direct path.
-        ws.protocol.stream.set_nodelay(True)
-        sockets[name] = ws
+async def connect(base: str, token: str) -> WebSocketClientConnection:
+    headers = {"Authorization": f"token {token}"}
+    made = await AsyncHTTPClient().fetch(
+        HTTPRequest(f"{base}/api/kernels", method="POST", headers=headers, body='{"name": "python3"}')
+    )
+    kernel = json.loads(made.body)["id"]
+    ws_base = "ws" + base.removeprefix("http")
+    ws = await websocket_connect(HTTPRequest(f"{ws_base}/api/kernels/{kernel}/channels", headers=headers))
+    # As a browser and Traefik do: this client never holds a frame back (Nagle).
+    ws.protocol.stream.set_nodelay(True)
+    return ws
+
+
+async def main(paths: dict[str, dict[str, str]], n: int) -> None:
+    sockets = {name: await connect(path["base"], path["token"]) for name, path in paths.items()}
     session = uuid.uuid4().hex
     for _ in range(WARMUP):
         for ws in sockets.values():
@@ -63,4 +70,4 @@ async def main(paths: dict[str, str], token: str, n: int) -> None:
 
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
-    asyncio.run(main(args["paths"], args["token"], args["n"]))
+    asyncio.run(main(args["paths"], args["n"]))
