@@ -34,6 +34,7 @@ from spawner.hub.sharing import USER_ROLE as SHARING_USER_ROLE
 from spawner.pool.datapool import DataPool
 from spawner.pool.disk import LimitsFile
 from spawner.spawn.docker import HOME, DataPoolSpawner, HubShared, SwarmDataPoolSpawner
+from spawner.spawn.tools import ImageTools, launchers
 
 
 def hub(c: Config, settings: Settings, secrets: Path) -> None:
@@ -88,8 +89,10 @@ def edge_proxy(c: Config, settings: Settings, secrets: Path) -> None:
 
 
 def pages(c: Config) -> None:
-    """Sharing a server with classmates: /hub/sharing, and shared servers on the home page."""
+    """The home page's tools for each server; sharing a server with classmates (/hub/sharing,
+    and shared servers on the home page)."""
     c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.template_vars = {"launchers": lambda user: launchers(user, DataPoolSpawner.launch_tools)}
     c.JupyterHub.extra_handlers = SHARING_HANDLERS
 
 
@@ -150,6 +153,8 @@ def user_servers(c: Config, settings: Settings, profiles: ProfilesFile) -> None:
         "JUPYTER_CONFIG_DIR": "/dev/null",
         "JUPYTERLAB_SETTINGS_DIR": f"{HOME}/.jupyter/lab/user-settings",
         "JUPYTERLAB_WORKSPACES_DIR": f"{HOME}/.jupyter/lab/workspaces",
+        # images/datascience/dshub-code-server reads it.
+        "DSHUB_VSCODE_AI": "true" if settings.vscode_ai else "false",
     }
 
     # Named servers (e.g. a CPU and a GPU server side by side), as many as profiles.yaml allows.
@@ -165,8 +170,11 @@ def start(settings: Settings, profiles: ProfilesFile) -> None:
             profiles=profiles,
             # Counted at every start where a quota applies; a hard limit with the quota service.
             quota_limits=LimitsFile(QUOTA_DIR) if settings.disk_quota_enforce == "project" else None,
+            image_tools=ImageTools(settings.project),
         )
     )
+    # The home page offers the tools each profile's image has.
+    DataPoolSpawner.shared.image_tools.keep_fresh(lambda: {p.image for p in profiles.current().profiles})
     # /hub/metrics (read:metrics only) with each user server's CPU and memory.
     metrics.start_user_server_sampler(settings.project)
     if settings.tls == "files":

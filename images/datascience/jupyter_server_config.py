@@ -12,14 +12,15 @@ c = get_config()  # noqa: F821
 c.ServerProxy.servers = {
     "vscode": {
         "command": [
-            "code-server",
+            # code-server with a clean workbench for a class (no AI chat unless DSHUB_VSCODE_AI).
+            "dshub-code-server",
+            code_server_data,
             "--auth=none",
             "--socket={unix_socket}",
             "--socket-mode=600",
             "--disable-telemetry",
             "--disable-update-check",
             "--disable-workspace-trust",
-            f"--user-data-dir={code_server_data}",
             f"--extensions-dir={os.path.join(code_server_data, 'extensions')}",
             home,
         ],

@@ -654,6 +654,11 @@ class Settings(BaseModel):
         description="Image of user containers: dshub/datascience (JupyterLab, R, VS Code, RStudio when "
         "available) or the lean dshub/lab.",
     )
+    vscode_ai: _Bool = Field(
+        "false",
+        description="true: VS Code shows its AI chat and the features that lead to it. false: VS Code "
+        "opens clean for a class, without them (a user may still turn them on in their own settings).",
+    )
     mem_limit: Annotated[int, _parsed(parse_memory)] = Field(
         "2G",
         description="Memory limit of each user container (docker notation: 512M, 2G).",

@@ -44,6 +44,7 @@ from spawner.services.swarmpolicy import POLICED_ALIAS
 from spawner.spawn.faststart import FastStart, StartFailed
 from spawner.spawn.form import options_form, profile_from_form
 from spawner.spawn.gpus import GpuAssignments, NoGpuFree
+from spawner.spawn.tools import ImageTools, Tool
 
 HOME = "/home/jovyan"
 # Group folders and course material are mounted outside the home, in the image's
@@ -195,6 +196,7 @@ class HubShared:
     usage_meter: UsageMeter = field(default_factory=UsageMeter)
     # None: the quota service does not enforce limits (DSHUB_DISK_QUOTA_ENFORCE).
     quota_limits: LimitsFile | None = None
+    image_tools: ImageTools = field(default_factory=ImageTools)
 
 
 class DataPoolSpawner(FastStart, DockerSpawner):
@@ -287,6 +289,14 @@ class DataPoolSpawner(FastStart, DockerSpawner):
 
     def _group_names(self) -> list[str]:
         return [group.name for group in self.user.groups]
+
+    def launch_tools(self) -> tuple[Tool, ...]:
+        """The tools of the image this server starts with: its last profile, else the default."""
+        try:
+            profile = self.profiles.current().choose(self.user_options.get("profile"), self._group_names())
+        except ProfileError:
+            return ()
+        return self._shared().image_tools.of(profile.image)
 
     @default("options_form")
     def _options_form_default(self) -> Any:

@@ -1,6 +1,7 @@
 """From the JupyterLab launcher to VS Code and RStudio, in a real browser."""
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -10,6 +11,8 @@ from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
 
 NAME, PASSWORD = "cleo", "cleo-password"
+# Signs in to the home page only: their server is started from there.
+HOME_NAME, HOME_PASSWORD = "dora", "dora-password"
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +69,43 @@ def test_rstudio_evaluates_in_its_console(lab_stack, lab_page):
     rstudio.keyboard.press("Enter")
     expect(rstudio.locator("#rstudio_console_output")).to_contain_text("[1] 2")
     screenshot(rstudio, "rstudio-from-launcher")
+
+
+def home_with_tools(page, hub_url: str) -> None:
+    """The home page, once the hub has looked at the user image's tools (it does at its start)."""
+    for _ in range(60):
+        page.goto(f"{hub_url}/hub/home")
+        if page.locator("#open-vscode").count():
+            return
+        time.sleep(1)
+    expect(page.locator("#open-vscode")).to_be_visible()
+
+
+def test_the_home_page_opens_vscode_clean_starting_the_server(browser, lab_stack):
+    """A stopped server starts from the home page's VS Code button and lands in a class-clean workbench."""
+    lab_stack.sign_up(HOME_NAME, HOME_PASSWORD)
+    page = sign_in(browser, lab_stack.url, HOME_NAME, HOME_PASSWORD, "/hub/home")
+    page.wait_for_url(f"{lab_stack.url}/hub/home")
+    home_with_tools(page, lab_stack.url)
+    expect(page.locator("#open-lab")).to_be_visible()
+    expect(page.locator("#open-rstudio")).to_have_count(1 if lab_stack.has_rserver() else 0)
+    assert not lab_stack.user_containers(HOME_NAME), "the server was not running"
+    screenshot(page, "home-tools")
+
+    page.locator("#open-vscode").click()
+    # Through the spawn-pending page, which goes on to the tool once the server is up.
+    expect(page.locator(".monaco-workbench")).to_be_visible(timeout=180_000)
+    assert page.evaluate("location.pathname") == f"/user/{HOME_NAME}/vscode/"
+    expect(page.get_by_role("treeitem").first).to_be_visible(timeout=60_000)
+    # For a class (DSHUB_VSCODE_AI=false): no welcome page, and no chat beside the editor,
+    # where code-server opens it on a first start otherwise.
+    expect(page.get_by_role("tab", name=re.compile("Welcome"))).to_have_count(0)
+    expect(page.get_by_role("tab", name="Chat")).to_have_count(0)
+    expect(page.locator(".part.auxiliarybar")).to_be_hidden()
+    screenshot(page, "vscode-from-home")
+
+    page.goto(f"{lab_stack.url}/hub/home")
+    page.locator("#open-lab").click()
+    page.wait_for_url(re.compile(rf"{lab_stack.url}/user/{HOME_NAME}/lab"), timeout=60_000)
+    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    page.context.close()

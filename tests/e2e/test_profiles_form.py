@@ -69,3 +69,21 @@ def test_choose_a_profile_and_land_in_the_lab(browser, profile_stack):
     expect(row.get_by_role("button", name="Stop Server")).to_be_visible()
     expect(row).to_contain_text("roomy")  # the admin page shows each server's profile
     screenshot(admin, "admin-page")
+
+
+def test_the_home_page_starts_a_stopped_server_with_the_last_choice(browser, profile_stack):
+    """Its JupyterLab button shows the form again with the profile chosen last, then lands in Lab."""
+    stack = profile_stack
+    own_session = stack.sign_up("bert", "bert-password")
+    bert = sign_in(browser, stack.url, "bert", "bert-password", "/hub/spawn", VIEWPORT)
+    bert.get_by_label("Roomy").check()
+    bert.get_by_role("button", name="Start").click()
+    bert.wait_for_url(f"{stack.url}/user/bert/lab*", timeout=180_000)
+    own_session.stop_server()
+
+    bert.goto(f"{stack.url}/hub/home")
+    bert.locator("#open-lab").click()
+    expect(bert.get_by_label("Roomy")).to_be_checked()
+    bert.get_by_role("button", name="Start").click()
+    bert.wait_for_url(f"{stack.url}/user/bert/lab*", timeout=180_000)
+    expect(bert.locator(".jp-Launcher")).to_be_visible(timeout=120_000)

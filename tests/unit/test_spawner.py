@@ -30,6 +30,7 @@ from spawner.config.profiles import Defaults, ProfileError, ProfilesFile
 from spawner.pool.datapool import DataPool, escape_name
 from spawner.spawn.docker import GROUPS_DIR, HOME, SHARED_DIR, DataPoolSpawner, HubShared, ServerSpec
 from spawner.spawn.gpus import Holding
+from spawner.spawn.tools import TOOLS, launchers
 from tests.support.privileges import needs_root
 
 HOST = Path("/host/pool")
@@ -479,3 +480,23 @@ def test_servers_report_activity_often_enough_for_the_culler(db, shared):
     assert (env["HOME"], env["JUPYTERHUB_ACTIVITY_INTERVAL"]) == (HOME, "150")
     assert not any(key.startswith("DSHUB_DISK_") for key in env), "no quota, no figures"
     assert spawner_of(db, "bob").get_env()["JUPYTERHUB_ACTIVITY_INTERVAL"] == "300"
+
+
+def test_the_home_page_links_each_server_to_its_tools(shared, db):
+    """The default server first, then the named ones; each link is the spawn page, then the tool."""
+    user = user_of(db, "ada.b")
+    named_spawner(user, "gpu")
+    servers = launchers(user, lambda spawner: TOOLS)
+    assert [(s["name"], s["title"]) for s in servers] == [("", "My Server"), ("gpu", "gpu")]
+    default, gpu = ({t["key"]: t["href"] for t in s["tools"]} for s in servers)
+    assert default["vscode"] == "spawn/ada.b?next=%2Fuser%2Fada.b%2Fvscode%2F"
+    assert gpu["lab"] == "spawn/ada.b/gpu?next=%2Fuser%2Fada.b%2Fgpu%2Flab"
+    assert launchers(None, lambda spawner: TOOLS) == []
+
+
+def test_a_server_offers_the_tools_of_its_profiles_image(shared, db):
+    """Only JupyterLab until the hub has looked inside the image; nothing for a profile out of reach."""
+    ada = spawner_of(db, "ada")
+    assert [t.key for t in ada.launch_tools()] == ["lab"]
+    ada.user_options = {"profile": "roomy"}  # open to ds101 only
+    assert ada.launch_tools() == ()
