@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import docker
+from jupyterhub.user import User
 
 from spawner.core.constants import PROJECT_LABEL, ROLE_LABEL
 
@@ -30,6 +31,10 @@ log = logging.getLogger("dshub.tools")
 
 # How often the profiles' images are looked at again (a rebuilt image has a new id).
 REFRESH_SECONDS = 60.0
+# Longest a look inside an image may take; a `test -x` or three take milliseconds.
+PROBE_SECONDS = 30
+# An image that could not be looked at is tried again after this long, not every round.
+RETRY_FAILED_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,13 @@ class ImageTools:
     """The tools each image has, looked up in the background; read without waiting."""
 
     def __init__(self, project: str = "") -> None:
-        # Labels the throwaway containers, so `make clean` and the tests find any left behind.
+        # Labels the throwaway containers, so the tests and an operator can tell them apart.
         self.labels = {ROLE_LABEL: "tools-probe", **({PROJECT_LABEL: project} if project else {})}
         self._lock = threading.Lock()
         # image reference -> (image id, its tools)
         self._known: dict[str, tuple[str, tuple[Tool, ...]]] = {}
+        # image id -> when a look inside it failed
+        self._failed: dict[str, float] = {}
 
     def of(self, image: str) -> tuple[Tool, ...]:
         with self._lock:
@@ -73,7 +80,16 @@ class ImageTools:
             with self._lock:
                 if self._known.get(image, ("",))[0] == image_id:
                     continue
-            tools = look_inside(client, image_id, self.labels)
+            if time.monotonic() - self._failed.get(image_id, -RETRY_FAILED_SECONDS) < RETRY_FAILED_SECONDS:
+                continue
+            try:
+                tools = look_inside(client, image_id, self.labels)
+            except Exception as error:  # any image, any engine: the others still get their look
+                self._failed[image_id] = time.monotonic()
+                log.warning(
+                    "Could not look inside %s (again in %.0f s): %s", image, RETRY_FAILED_SECONDS, error
+                )
+                continue
             with self._lock:
                 self._known[image] = (image_id, tools)
             log.info("Tools of %s: %s", image, ", ".join(t.title for t in tools))
@@ -82,10 +98,9 @@ class ImageTools:
         """Look at the images ``images()`` names now and every REFRESH_SECONDS, in a thread."""
 
         def loop() -> None:
-            client = docker.from_env()
             while True:
                 try:
-                    self.refresh(client, images())
+                    self.refresh(docker.from_env(), images())
                 except Exception:  # the next round tries again; the page shows what is known
                     log.exception("Could not look at the user images' tools")
                 time.sleep(REFRESH_SECONDS)
@@ -97,20 +112,27 @@ def look_inside(client: docker.DockerClient, image_id: str, labels: dict[str, st
     """The tools whose executable is in the image, from a container that runs `test -x` only."""
     checks = [t.executable for t in TOOLS if t.executable]
     script = " ".join(f"[ -x {path} ] && echo {path};" for path in checks) + " true"
-    found = client.containers.run(
+    probe = client.containers.create(
         image_id,
         ["-c", script],
         entrypoint=["/bin/sh"],
-        remove=True,
         network_disabled=True,
         user="65534:65534",
         cap_drop=["ALL"],
         security_opt=["no-new-privileges:true"],
         read_only=True,
         mem_limit="64m",
+        nano_cpus=250_000_000,
         pids_limit=16,
         labels=labels,
-    ).decode()
+    )
+    try:
+        probe.start()
+        # An image whose shell hangs offers JupyterLab only until it is tried again.
+        probe.wait(timeout=PROBE_SECONDS)
+        found = probe.logs(stdout=True, stderr=False, tail=len(checks)).decode(errors="replace")
+    finally:
+        probe.remove(force=True, v=True)
     present = set(found.split())
     return tuple(t for t in TOOLS if t.executable is None or t.executable in present)
 
@@ -120,7 +142,7 @@ def launchers(user: Any, server_tools: Callable[[Any], tuple[Tool, ...]]) -> lis
 
     A link is relative to the hub's base URL: the spawn page of that server, then the tool.
     """
-    if user is None:
+    if not isinstance(user, User):  # signed out, or a service's token
         return []
     names = ["", *sorted(name for name in user.orm_spawners if name)]
     servers = []
