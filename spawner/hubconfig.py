@@ -9,6 +9,7 @@ hub's own process (threads, state shared by all spawners).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from jupyterhub_traefik_proxy.traefik_utils import deep_merge
@@ -133,8 +134,10 @@ def user_servers(c: Config, settings: Settings, profiles: ProfilesFile) -> None:
     c.DataPoolSpawner.network_name = settings.network
     c.DataPoolSpawner.use_internal_ip = True
     c.DataPoolSpawner.cull_idle_timeout = settings.cull_idle_timeout
-    c.DataPoolSpawner.start_timeout = settings.start_timeout
+    c.DataPoolSpawner.server_start_timeout = settings.start_timeout
     c.DataPoolSpawner.http_timeout = settings.start_timeout
+    c.DataPoolSpawner.start_concurrency = start_concurrency(settings)
+    c.DataPoolSpawner.start_queue_timeout = settings.start_queue_timeout
     c.DataPoolSpawner.disk_warn_percent = settings.disk_quota_warn
     c.DataPoolSpawner.disk_refuse_percent = settings.disk_quota_refuse
     c.Spawner.default_url = "/lab"
@@ -160,6 +163,15 @@ def user_servers(c: Config, settings: Settings, profiles: ProfilesFile) -> None:
     # Named servers (e.g. a CPU and a GPU server side by side), as many as profiles.yaml allows.
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = lambda handler: profiles.current().servers_per_user
+
+
+def start_concurrency(settings: Settings) -> int:
+    """DSHUB_START_CONCURRENCY, auto worked out: twice this machine's cores, or no limit for a swarm."""
+    if settings.start_concurrency is not None:
+        return settings.start_concurrency
+    # A server's start is mostly CPU (Python importing Jupyter); two per core keep the
+    # cores busy while a start waits on the engine or the edge (BENCHMARKS.md, Login storm).
+    return 0 if settings.mode == "swarm" else 2 * len(os.sched_getaffinity(0))
 
 
 def start(settings: Settings, profiles: ProfilesFile) -> None:

@@ -289,6 +289,20 @@ def _networks(name: str, raw: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _auto_or_between(low: int, high: int) -> Callable[[str, str], int | None]:
+    """A number, or auto (None): the hub works it out when it starts."""
+
+    def parse(name: str, raw: str) -> int | None:
+        if raw == "auto":
+            return None
+        value = _whole_number(name, raw)
+        if not low <= value <= high:
+            raise SettingsError(f"{name}={value} is out of range: use auto or {low}..{high}.")
+        return value
+
+    return parse
+
+
 def _off_or_between(low: int, high: int) -> Callable[[str, str], int]:
     """Seconds, or 0 (written so) for off."""
 
@@ -739,7 +753,25 @@ class Settings(BaseModel):
         "120",
         ge=10,
         le=3600,
-        description="Seconds a user container may take to answer before the spawn fails.",
+        description="Seconds a user's server may take to answer, from the moment its start begins "
+        "(after any wait in line, DSHUB_START_CONCURRENCY), before the spawn fails.",
+    )
+    start_concurrency: Annotated[int | None, _parsed(_auto_or_between(0, 1000))] = Field(
+        "auto",
+        description="Servers starting at once, from their container's creation until they answer; "
+        "the others wait in line in the order they asked, their spawn page showing their place, "
+        "so a whole class arriving together is served first come, first served instead of all "
+        "slowly at once. auto: twice the cores of the hub's machine (single-host), no limit in "
+        "swarm mode (the servers start on other machines; set a number there, e.g. twice the "
+        "cores of all nodes). 0: no limit.",
+    )
+    start_queue_timeout: _Whole = Field(
+        "600",
+        ge=0,
+        le=7200,
+        description="Seconds a start may wait in line for its turn (DSHUB_START_CONCURRENCY) before "
+        "it fails with a message to try again later. On 2 cores the line moves by about one lab "
+        "server every 2 s (BENCHMARKS.md, Login storm).",
     )
     config_dir: _MountedPath = Field(
         str(REPO_ROOT / "config"),

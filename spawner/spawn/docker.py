@@ -447,9 +447,10 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         # No legacy binds at all, not even from config: they make a missing source as root.
         self.volumes = {}
         self._apply_server_spec(self.server_spec)
-        self._progress(40, f"Starting your container from {profile.image}")
         try:
-            return await super().start()
+            async with self.start_line.turn(self.start_queue_timeout, self._told_place_in_line):
+                self._progress(40, f"Starting your container from {profile.image}")
+                return await super().start()
         except BaseException as e:
             self._release_gpus()
             folder = vanished_folder(e, self.pool)
@@ -460,6 +461,12 @@ class DataPoolSpawner(FastStart, DockerSpawner):
                     "Start again; if this repeats, an admin must look at the pool."
                 ) from e
             raise
+
+    def _told_place_in_line(self, ahead: int) -> None:
+        place = f"{ahead} ahead of yours" if ahead else "yours is next"
+        self._progress(
+            30, f"Waiting for your turn: the hub starts {self.start_concurrency} at a time; {place}"
+        )
 
     def _assign_gpus(self, profile: Profile, profiles: Profiles) -> tuple[str, ...]:
         """This host's GPU devices for the server, from the hub's ledger."""

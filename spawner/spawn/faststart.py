@@ -11,18 +11,24 @@
 * DockerSpawner makes every engine call of every spawn on one shared thread, so
   a class starting at once queues behind each other's create/start calls; here
   they share ``engine_threads`` threads.
+* A class arriving at once on few cores: every server started together gets a
+  share of the CPU and all become ready together, late, and some time out. Here
+  ``start_concurrency`` servers start at once and the others wait in line, first
+  come first served, each told its place: the first are ready in seconds, and the
+  CPU is not spent switching between a hundred half-started servers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 from jupyterhub.utils import exponential_backoff, url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Float, Integer
+from traitlets import Float, Integer, default
 from traitlets.config import Configurable
 
 # How often a starting server is asked whether it has ended (an engine call).
@@ -90,6 +96,61 @@ async def wait_until_answers(
 
 # Seconds of start_timeout left unused by the wait, for JupyterHub's own steps.
 START_TIMEOUT_MARGIN = 5
+# How often a start waiting in line is told its place.
+PLACE_REPORT_SECONDS = 2.0
+
+
+class StartLine:
+    """At most ``size`` starts at once (0: no limit); the others wait in the order they came."""
+
+    def __init__(self, size: int) -> None:
+        # asyncio's semaphore wakes its waiters in the order they came.
+        self._slots = asyncio.Semaphore(size) if size else None
+        self._waiting: list[object] = []
+
+    @asynccontextmanager
+    async def turn(self, timeout: float, told: Callable[[int], None]) -> AsyncIterator[None]:
+        """Held while a server starts; ``told(starts ahead)`` is called whenever that number changes."""
+        if self._slots is None:
+            yield
+            return
+        await self._wait_for_turn(self._slots, timeout, told)
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _wait_for_turn(
+        self, slots: asyncio.Semaphore, timeout: float, told: Callable[[int], None]
+    ) -> None:
+        if not slots.locked():
+            await slots.acquire()  # free: taken at once, no one to tell
+            return
+        ticket = object()
+        self._waiting.append(ticket)
+        acquiring = asyncio.ensure_future(slots.acquire())
+        place = -1
+        try:
+            async with asyncio.timeout(timeout):
+                while not acquiring.done():
+                    if self._waiting.index(ticket) != place:
+                        place = self._waiting.index(ticket)
+                        told(place)
+                    await asyncio.wait([acquiring], timeout=PLACE_REPORT_SECONDS)
+        except BaseException as e:
+            # Timed out or cancelled (the spawn was stopped): no slot may stay taken.
+            if acquiring.done() and not acquiring.cancelled():
+                slots.release()
+            else:
+                acquiring.cancel()
+            if isinstance(e, TimeoutError):
+                raise StartFailed(
+                    f"The hub is busy starting other servers and yours did not get its turn within "
+                    f"{timeout:.0f} seconds: please try again in a few minutes."
+                ) from None
+            raise
+        finally:
+            self._waiting.remove(ticket)
 
 
 class FastStart(Configurable):
@@ -110,7 +171,34 @@ class FastStart(Configurable):
         config=True,
         help="Engine calls in flight at once, for all spawners together (docker-py's pool holds 10).",
     )
+    start_concurrency = Integer(
+        0,
+        config=True,
+        help="Servers starting at once, for all spawners together; the others wait in line. 0: no limit.",
+    )
+    start_queue_timeout = Integer(
+        600, config=True, help="Seconds a start may wait in line (start_concurrency) for its turn."
+    )
+    server_start_timeout = Integer(
+        120, config=True, help="Seconds a server may take to answer from the moment its turn came."
+    )
     _executor: ThreadPoolExecutor | None = None
+    _start_line: StartLine | None = None
+
+    @default("start_timeout")
+    def _whole_start_timeout(self) -> int:
+        # JupyterHub's limit on start() as a whole: the wait in line, then the server's own start.
+        if self.start_concurrency:
+            return self.start_queue_timeout + self.server_start_timeout
+        return self.server_start_timeout
+
+    @property
+    def start_line(self) -> StartLine:
+        """The line of starts, shared by all spawners."""
+        cls = type(self)
+        if cls._start_line is None:
+            cls._start_line = StartLine(self.start_concurrency)
+        return cls._start_line
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -121,14 +209,15 @@ class FastStart(Configurable):
         return cls._executor
 
     async def start(self) -> Any:
+        """DockerSpawner's start, then the wait for the server; called once its turn came."""
         loop = asyncio.get_running_loop()
         began = loop.time()
         ip, port = ip_port = await super().start()  # type: ignore[misc]
         url = f"http://{ip}:{port}{url_path_join(self.server.base_url, 'api')}"  # type: ignore[attr-defined]
         # Within start_timeout, which JupyterHub puts around start(): a server slower
-        # than that (a class's storm on few cores) still gets JupyterHub's own wait
-        # of http_timeout that follows, as without this mixin.
-        left = self.start_timeout - (loop.time() - began) - START_TIMEOUT_MARGIN  # type: ignore[attr-defined]
+        # than that still gets JupyterHub's own wait of http_timeout that follows, as
+        # without this mixin.
+        left = self.server_start_timeout - (loop.time() - began) - START_TIMEOUT_MARGIN
         await wait_until_answers(
             url,
             min(self.http_timeout, left),  # type: ignore[attr-defined]

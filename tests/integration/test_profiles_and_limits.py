@@ -51,7 +51,9 @@ print(len(children), error)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack", numbered=True), profiles=PROFILES).running() as stack:
+    # One start at a time: test_starts_wait_in_line_in_the_order_they_came sees the line.
+    workdir = tmp_path_factory.mktemp("stack", numbered=True)
+    with Stack(workdir, profiles=PROFILES, overrides={"DSHUB_START_CONCURRENCY": "1"}).running() as stack:
         yield stack
 
 
@@ -201,6 +203,40 @@ def test_named_servers_run_side_by_side_up_to_the_limit(stack, ada):
         assert re.search(r"ada\s+second\s+roomy\s+\d+% of 1\s+\S+ / 512M", usage), usage
     finally:
         ada.stop_server("second")
+
+
+def test_starts_wait_in_line_in_the_order_they_came(stack):
+    people = [stack.sign_up(f"line{i}", "line-password") for i in range(3)]
+    requested = time.monotonic()
+    messages: dict[str, list[str]] = {}
+
+    def start(person: HubSession) -> None:
+        # The request waits while the spawn is quick: the progress is read beside it, as
+        # the spawn-pending page does (the stream replays the spawn's messages so far).
+        poster = threading.Thread(target=person.api, args=("POST", f"/users/{person.name}/server"))
+        poster.start()
+        messages[person.name] = []
+        while not messages[person.name] and poster.is_alive():
+            messages[person.name] = person.progress_of()
+        poster.join()
+
+    threads = []
+    for person in people:
+        threads.append(threading.Thread(target=start, args=(person,)))
+        threads[-1].start()
+        time.sleep(0.3)  # each asks after the one before
+    ready = {person.name: person.wait_ready("", requested) for person in people}
+    for thread in threads:
+        thread.join()
+    try:
+        assert sorted(ready, key=ready.__getitem__) == ["line0", "line1", "line2"], ready
+        assert not any(m.startswith("Waiting for your turn") for m in messages["line0"]), messages
+        waited = [m for m in messages["line2"] if m.startswith("Waiting for your turn")]
+        assert waited and waited[0].startswith("Waiting for your turn: the hub starts 1 at a time;"), messages
+        assert waited[-1].endswith("yours is next"), messages
+    finally:
+        for person in people:
+            person.stop_server()
 
 
 @pytest.mark.skipif(

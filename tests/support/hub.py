@@ -119,7 +119,8 @@ class HubSession:
 
     def progress_of(self, server: str = "") -> list[str]:
         """The spawn's progress messages, as the hub's spawn-pending page shows them."""
-        resp = self.api("GET", f"/users/{self.name}/servers/{server}/progress", stream=True)
+        path = f"servers/{server}" if server else "server"  # servers//progress is no route
+        resp = self.api("GET", f"/users/{self.name}/{path}/progress", stream=True)
         if resp.status_code != 200:
             return []  # no spawn under way (yet)
         return [

@@ -1,5 +1,6 @@
 """The hub's configuration, made on a bare traitlets Config from settings, as the hub gets it."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,11 +107,19 @@ def test_user_servers_follow_the_settings_and_load_no_config_from_homes(tmp_path
     c = configured(tmp_path, DSHUB_PROJECT="class1", DSHUB_START_TIMEOUT="90")
     assert c.DataPoolSpawner.prefix == "class1-user"
     assert c.DataPoolSpawner.network_name == "class1-users"
-    assert (c.DataPoolSpawner.start_timeout, c.DataPoolSpawner.http_timeout) == (90, 90)
+    assert (c.DataPoolSpawner.server_start_timeout, c.DataPoolSpawner.http_timeout) == (90, 90)
+    assert c.DataPoolSpawner.start_concurrency == 2 * len(os.sched_getaffinity(0))
+    assert c.DataPoolSpawner.start_queue_timeout == 600
     assert c.DataPoolSpawner.pull_policy == "never"
     assert c.DataPoolSpawner.disable_user_config is True
     assert c.DataPoolSpawner.environment["JUPYTER_CONFIG_DIR"] == "/dev/null"
     assert c.JupyterHub.named_server_limit_per_user(None) == 2
+
+
+def test_start_concurrency_auto_is_per_core_on_one_host_and_unlimited_on_a_swarm(tmp_path):
+    assert configured(tmp_path, DSHUB_START_CONCURRENCY="3").DataPoolSpawner.start_concurrency == 3
+    assert configured(tmp_path, DSHUB_START_CONCURRENCY="0").DataPoolSpawner.start_concurrency == 0
+    assert hubconfig.start_concurrency(dshub_settings.load({"DSHUB_MODE": "swarm"})) == 0
 
 
 def test_sign_in_uses_the_authenticator_the_settings_name(tmp_path):

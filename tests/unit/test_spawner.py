@@ -482,6 +482,14 @@ def test_servers_report_activity_often_enough_for_the_culler(db, shared):
     assert spawner_of(db, "bob").get_env()["JUPYTERHUB_ACTIVITY_INTERVAL"] == "300"
 
 
+def test_the_hubs_limit_on_a_start_is_the_wait_in_line_and_then_the_servers_own(db, shared):
+    c = Config()
+    c.DataPoolSpawner.update(start_concurrency=4, start_queue_timeout=600, server_start_timeout=120)
+    assert spawner_of(db, "ada", config=c).start_timeout == 720
+    c.DataPoolSpawner.start_concurrency = 0  # no line, no wait in it
+    assert spawner_of(db, "bob", config=c).start_timeout == 120
+
+
 def test_the_home_page_links_each_server_to_its_tools(shared, db):
     """The default server first, then the named ones; each link is the spawn page, then the tool."""
     user = user_of(db, "ada.b")
