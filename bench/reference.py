@@ -30,6 +30,9 @@ class Reference:
     project: str = field(default_factory=lambda: project_name("ref"))
     port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # JupyterHub's own defaults, unless a measure gives the reference dshub's.
+    start_timeout: int = 60
+    http_timeout: int = 30
 
     def __post_init__(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,6 +46,8 @@ class Reference:
             "BENCH_TOKEN": self.token,
             "BENCH_PORT": str(self.port),
             "BENCH_USER_IMAGE": self.user_image,
+            "BENCH_START_TIMEOUT": str(self.start_timeout),
+            "BENCH_HTTP_TIMEOUT": str(self.http_timeout),
             "BASE_IMAGE": base.base_image,
             "BENCH_CA_BUNDLE": str(base.build_ca_bundle),
         }

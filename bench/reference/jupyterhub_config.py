@@ -6,7 +6,8 @@ what it made); no per-user volume (nothing to clean up, no effect on start time)
 FirstUseAuthenticator instead of NativeAuthenticator (whose sign-in fails on
 JupyterHub 6: 'LoginHandler' object has no attribute 'statsd'; both check a bcrypt
 hash on the event loop); the bench's token is
-an admin service's.
+an admin service's; the limits on a start (start_timeout, http_timeout) are the
+measure's to set (the storm gives it dshub's).
 """
 
 import os
@@ -46,3 +47,5 @@ c.JupyterHub.load_roles = [
     }
 ]
 c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = int(os.environ["BENCH_START_TIMEOUT"])
+c.Spawner.http_timeout = int(os.environ["BENCH_HTTP_TIMEOUT"])

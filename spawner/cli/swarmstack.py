@@ -46,6 +46,7 @@ from spawner.hub.edge import (
     PROXY_IMAGE,
     forwarder_address,
 )
+from spawner.services import swarmpolicy
 
 # The stack's services (compose/compose.yaml); Prometheus with DSHUB_MONITORING.
 STACK_SERVICES = ("proxy", "hub")
@@ -204,7 +205,7 @@ def policy_agent(service: dict[str, Any]) -> dict[str, Any]:
         ],
         networks={"host": None},
         healthcheck={
-            "test": ["CMD", "python3", "-m", "spawner.services.swarmpolicy", "healthy"],
+            "test": ["CMD", "python3", "-m", "spawner.services.heartbeat", str(swarmpolicy.APPLIED)],
             "interval": "2s",
             "timeout": "5s",
             "retries": 3,

@@ -151,9 +151,11 @@ def deployment_network(client: docker.DockerClient, name: str) -> Network | None
     info = network.attrs
     bridge = (info.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}"
     trusted, hub = [], None
-    for container in client.containers.list(filters={"network": name}):
-        role = container.labels.get(ROLE_LABEL, "")
-        address = container.attrs["NetworkSettings"]["Networks"].get(name, {}).get("IPAddress")
+    # The list's own entries (one call), not an inspect per container: a class's hundred
+    # servers are on this network, and this runs every second.
+    for container in client.api.containers(filters={"network": name}):
+        role = (container.get("Labels") or {}).get(ROLE_LABEL, "")
+        address = container["NetworkSettings"]["Networks"].get(name, {}).get("IPAddress")
         if address and role in TRUSTED_ROLES:
             trusted.append(address)
             if role == HUB_ROLE:
@@ -165,28 +167,45 @@ def iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=check)
 
 
-def live_rules(chain: str) -> list[str] | None:
-    """The chain's rule specs as iptables prints them, or None when it does not exist."""
-    shown = iptables("-S", chain, check=False)
-    if shown.returncode:
-        return None
-    prefix = f"-A {chain} "
-    return [line[len(prefix) :] for line in shown.stdout.splitlines() if line.startswith(prefix)]
+def filter_table() -> dict[str, list[str]]:
+    """Every chain of the filter table with its rule specs as iptables prints them (no ``-A chain``).
+
+    One process a round: each iptables command reads the whole ruleset from the
+    kernel, and the round runs every second for the life of the stack.
+    """
+    saved = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True)
+    return parse_saved(saved.stdout)
 
 
-def ensure_jump(parent: str, bridge: str, chain: str) -> None:
-    """One jump from ``parent`` to ``chain`` for packets from ``bridge``, first in line; no stale ones."""
-    for line in iptables("-S", parent).stdout.splitlines():
-        if line.endswith(f"-j {chain}") and f"-i {bridge} " not in line:
-            iptables(*line.replace("-A", "-D", 1).split())
-    if iptables("-C", parent, "-i", bridge, "-j", chain, check=False).returncode:
-        iptables("-I", parent, "1", "-i", bridge, "-j", chain)
-        log.info("Jump from %s to %s for %s", parent, chain, bridge)
+def parse_saved(saved: str) -> dict[str, list[str]]:
+    """iptables-save's text of one table as its chains' rule specs."""
+    chains: dict[str, list[str]] = {}
+    for line in saved.splitlines():
+        if line.startswith(":"):
+            chains[line[1:].split()[0]] = []
+        elif line.startswith("-A "):
+            chain, _, spec = line[3:].partition(" ")
+            chains.setdefault(chain, []).append(spec)
+    return chains
+
+
+def ensure_jump(table: dict[str, list[str]], parent: str, bridge: str, chain: str) -> bool:
+    """A jump from ``parent`` to ``chain`` for ``bridge``'s packets, no stale one; whether it changed."""
+    wanted = f"-i {bridge} -j {chain}"
+    stale = [spec for spec in table[parent] if spec.endswith(f"-j {chain}") and spec != wanted]
+    for spec in stale:
+        iptables("-D", parent, *spec.split())
+    if wanted in table[parent]:
+        return bool(stale)
+    iptables("-I", parent, "1", *wanted.split())
+    log.info("Jump from %s to %s for %s", parent, chain, bridge)
+    return True
 
 
 def apply(project: str, network: Network, egress: tuple[str, ...], resolvers: tuple[str, ...]) -> bool:
     """Make the firewall hold the policy; whether anything had to change."""
-    if iptables("-S", "DOCKER-USER", check=False).returncode:
+    table = filter_table()
+    if "DOCKER-USER" not in table:
         raise RuntimeError(
             "the firewall has no DOCKER-USER chain in the iptables (nf_tables) backend: the engine "
             "uses another firewall backend, so the policy cannot be kept and no user server should start"
@@ -195,7 +214,7 @@ def apply(project: str, network: Network, egress: tuple[str, ...], resolvers: tu
     chains = {"forward": forward, "input": inbound}
     rules = wanted_rules(network, egress, resolvers)
     changed = False
-    if any(live_rules(chains[kind]) != rules[kind] for kind in chains):
+    if any(table.get(chains[kind]) != rules[kind] for kind in chains):
         restore = subprocess.run(
             ["iptables-restore", "-w", "--noflush"],
             input=restore_text(chains, rules),
@@ -206,8 +225,8 @@ def apply(project: str, network: Network, egress: tuple[str, ...], resolvers: tu
         if restore.returncode:
             raise RuntimeError(f"iptables-restore failed: {restore.stderr.strip()}")
         changed = True
-    ensure_jump("DOCKER-USER", network.bridge, forward)
-    ensure_jump("INPUT", network.bridge, inbound)
+    changed |= ensure_jump(table, "DOCKER-USER", network.bridge, forward)
+    changed |= ensure_jump(table, "INPUT", network.bridge, inbound)
     return changed
 
 
@@ -266,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     return heartbeat.service_main(
         "netpolicy",
         __doc__,
-        APPLIED,
         {
             "run": lambda args: keep(dshub_settings.load()),
             "remove": lambda args: remove(args.project or dshub_settings.load().project),

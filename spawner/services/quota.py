@@ -339,7 +339,7 @@ def enforce() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return heartbeat.service_main("quota", __doc__, APPLIED, {"run": lambda args: enforce()}, argv)
+    return heartbeat.service_main("quota", __doc__, {"run": lambda args: enforce()}, argv)
 
 
 if __name__ == "__main__":

@@ -347,9 +347,7 @@ def police_this_node() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return heartbeat.service_main(
-        "swarmpolicy", __doc__, APPLIED, {"run": lambda args: police_this_node()}, argv
-    )
+    return heartbeat.service_main("swarmpolicy", __doc__, {"run": lambda args: police_this_node()}, argv)
 
 
 if __name__ == "__main__":
