@@ -16,6 +16,11 @@ Who can claim an account, and how hard a flood of guesses hits the hub:
   failures for a name (20 from an address: a class may share one address behind
   a NAT) each further try waits twice as long as the one before (up to
   ``THROTTLE_MAX_WAIT`` s), and a throttled try is refused before any hashing.
+  A try counts against its name from the moment its hash is being checked, so
+  parallel guesses at one name see each other at once; against its address only
+  once it has failed, so a class behind one NAT signing in at the same moment is
+  never throttled for correct passwords (parallel guesses from one address are
+  bounded by the hashing queue instead).
 * bcrypt (~0.3 s of CPU at its default cost) runs on one thread of its own, with
   at most ``HASH_QUEUE_MAX`` sign-ins waiting: a flood of wrong passwords can use
   one core at most, never the hub's event loop or the core that spawns need.
@@ -392,17 +397,19 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             self.log.info("Refused sign-in of %s: no password yet", name)
             self._no_such_account(handler, address)
             return None
-        # Counted before hashing, so parallel guesses see each other at once rather than
-        # after their hashes; an attempt that was no wrong guess takes its count back.
+        # Counted against the name before hashing, so parallel guesses at it see each other
+        # at once rather than after their hashes; an attempt that was no wrong guess takes
+        # its count back. Not against the address: a class signing in together from one
+        # address would see each other's correct sign-ins in flight as failures.
         self.name_throttle.failed(name)
-        self.address_throttle.failed(address)
         try:
             signed_in, wrong = await self._check(handler, name, data, stored)
         except HashingBusy:
             signed_in, wrong = None, False
             handler.custom_login_error = "The hub is busy signing people in: try again in a few seconds."
-        if not wrong:
-            self.address_throttle.forgive(address)
+        if wrong:
+            self.address_throttle.failed(address)
+        else:
             self.name_throttle.forgive(name)
         if signed_in:
             self.name_throttle.succeeded(name)

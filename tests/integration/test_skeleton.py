@@ -3,13 +3,14 @@
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from spawner.core.constants import VERSION
 from spawner.hub.edge import PROXY_IMAGE
-from tests.support.hub import HubSession, SignInRefused
+from tests.support.hub import HubSession, SignInRefused, sign_in_patiently
 from tests.support.stack import docker
 
 STUDENT = "bob"
@@ -66,6 +67,23 @@ def test_the_initial_password_works_once(stack, admin):
         HubSession(stack.url).sign_in("cleo", initial, new_password="taking the account over")
     HubSession(stack.url).sign_in("cleo", "cleo's own password")
     assert stack.initial_password("cleo") == ""  # the operator's copy is gone once used
+
+
+def test_a_class_behind_one_address_signs_in_at_the_same_moment(stack, admin):
+    """Forty first sign-ins at once from one address (a classroom's NAT): none is taken for a guess.
+
+    Told to wait (the edge's rate limit, the hub's hashing queue), a person tries again.
+    """
+    names = [f"class{i}" for i in range(40)]
+    assert admin.api("POST", "/users", json={"usernames": names}).status_code == 201
+    initial = stack.initial_passwords(names)
+    with ThreadPoolExecutor(len(names)) as pool:
+        signed_in = list(
+            pool.map(
+                lambda n: sign_in_patiently(stack.url, n, initial[n], new_password=f"{n}-password"), names
+            )
+        )
+    assert [person.name for person, _ in signed_in] == names
 
 
 def test_changing_a_password_asks_for_the_current_one(stack, student):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 import uuid
@@ -14,7 +15,33 @@ from requests.adapters import HTTPAdapter
 
 
 class SignInRefused(AssertionError):
-    pass
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# What the edge (429) and the hub ("busy") say when too many sign in at the same moment.
+TOLD_TO_WAIT = "The hub is busy signing people in"
+
+
+def sign_in_patiently(
+    base_url: str, name: str, password: str, new_password: str | None = None, tries: int = 60
+) -> tuple[HubSession, int]:
+    """A person's sign-in, and how often they were told to wait.
+
+    Told "Too Many Requests" by the edge's sign-in rate limit or "busy" by the hub's
+    hashing queue, a person tries again a moment later; so does this, 1-2 s later.
+    """
+    for waited in range(tries):
+        person = HubSession(base_url)
+        try:
+            person.sign_in(name, password, new_password=new_password)
+            return person, waited
+        except SignInRefused as refused:
+            if refused.status != 429 and TOLD_TO_WAIT not in str(refused):
+                raise
+            time.sleep(1 + random.random())
+    raise AssertionError(f"{name} was told to wait {tries} times")
 
 
 class KernelDied(RuntimeError):
@@ -65,6 +92,8 @@ class HubSession:
     def sign_in(self, name: str, password: str, new_password: str | None = None) -> None:
         """Sign in; with ``new_password``, a first sign-in with a one-time initial password."""
         page = self.http.get(f"{self.base_url}/hub/login", timeout=30)
+        if page.status_code == 429:  # the edge's sign-in rate limit
+            raise SignInRefused(f"the login page for {name!r} refused (status 429): Too Many Requests", 429)
         page.raise_for_status()
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert xsrf, "the login form carries an _xsrf field"
@@ -76,7 +105,9 @@ class HubSession:
         if "jupyterhub-session-id" not in self.http.cookies or "/hub/login" in resp.url:
             error = re.search(r'<p class="login_error">(.*?)</p>', resp.text, re.S)
             reason = error[1].strip() if error else ""
-            raise SignInRefused(f"sign-in of {name!r} refused (status {resp.status_code}): {reason}")
+            raise SignInRefused(
+                f"sign-in of {name!r} refused (status {resp.status_code}): {reason}", resp.status_code
+            )
         self.name = name
         # A token for API calls, made with the browser session (cookie + xsrf header).
         made = self.http.post(

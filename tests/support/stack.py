@@ -26,8 +26,10 @@ import requests
 
 from spawner.cli import settings as settings_cli
 from spawner.config import settings as dshub_settings
+from spawner.config.layout import DATA_DIR, initial_passwords_dir
 from spawner.core.constants import VERSION
 from spawner.hub.edge import PROXY_IMAGE
+from spawner.pool.datapool import escape_name
 from tests.support.hub import HubSession, edge_session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -349,6 +351,17 @@ class Stack:
             "exec", "-T", "hub", "python3", "-m", "spawner.auth.localauth", "initial-password", name
         )
         return out.stdout.strip()
+
+    def initial_passwords(self, names: list[str]) -> dict[str, str]:
+        """Many users' initial passwords at once (a class), read from the hub's files in one go."""
+        folder = initial_passwords_dir(DATA_DIR)
+        read = (
+            "import json, sys; print(json.dumps({n: open(f'%s/{n}').read().strip() for n in sys.argv[1:]}))"
+        )
+        out = self.hub_exec("python3", "-c", read % folder, *(escape_name(n) for n in names))
+        assert out.returncode == 0, out.stderr
+        by_file = json.loads(out.stdout)
+        return {name: by_file[escape_name(name)] for name in names}
 
     def admin_password(self) -> str:
         """The first admin's own password; the first call uses up the initial one to set it."""
