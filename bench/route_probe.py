@@ -9,16 +9,13 @@ touched. Each sample times two things from the moment add_route is called:
 * served: the edge first answered the route with its backend (Traefik's own
   reload time, the floor; polled every POLL_SECONDS from the start).
 
-Variants, interleaved sample by sample on the same file and Traefik: "dshub"
-(spawner.hub.proxy.DshubTraefikProxy as built into the hub image) and "upstream"
-(the same class with jupyterhub-traefik-proxy's own wait, rules writer and API
-password hash: its API requests go through a second API router, under
-UPSTREAM_API, whose password hash has bcrypt's default cost).
-Then the rules file's format, in blocks of FORMAT_BLOCK samples that alternate:
-"toml" (dshub's TOML writer) and "json" (the same rules as JSON, which is YAML, in
-a .yaml file: what the standard library writes and Traefik's YAML reader reads).
-Between blocks the other format's file goes and this one is written whole, and
-the block starts once Traefik serves it.
+Variants, interleaved sample by sample on the same rules and Traefik: "dshub"
+(spawner.hub.proxy.DshubTraefikProxy as built into the hub image), "records in
+the rules" (the same, with the hub's records of its routes in the rules file
+that Traefik reads, as dshub wrote them before) and "upstream" (the same class
+with jupyterhub-traefik-proxy's own wait, rules writer and API password hash: its
+API requests go through a second API router, under UPSTREAM_API, whose password
+hash has bcrypt's default cost). Each writes the whole rules file its way.
 Arguments: JSON {"existing": [10, 100, 1000], "samples": 20}. Output: one JSON
 row per sample on stdout.
 """
@@ -50,30 +47,14 @@ POLL_SECONDS = 0.01
 MISS_PORT = 9989
 RULES_DIR = Path(RULES_FILE).parent
 UPSTREAM_API = "/upstream"
-FORMAT_BLOCK = 5
 
 
-def _without_none(value: Any) -> Any:
-    # TOML has no null and the TOML writer leaves None out; the same rules, then.
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_none(v) for v in value]
-    return value
+class RecordsInTheRules(DshubTraefikProxy):
+    """dshub's proxy as it was: the hub's records of its routes in the watched rules file."""
 
-
-class JsonRulesFile(ReadableRulesFileHandler):
-    """The rules as JSON in a .yaml file: Traefik's YAML reader takes JSON."""
-
-    def __init__(self, file_path: str) -> None:
-        super().__init__(file_path)
-        self._dump = lambda data, f: json.dump(_without_none(data), f)
-
-
-class JsonRules(DshubTraefikProxy):
     @default("dynamic_config_handler")
-    def _default_handler(self) -> JsonRulesFile:
-        return JsonRulesFile(self.dynamic_config_file)
+    def _default_handler(self) -> ReadableRulesFileHandler:
+        return ReadableRulesFileHandler(self.dynamic_config_file)
 
 
 def upstream_api_config(password: str) -> dict[str, Any]:
@@ -198,27 +179,18 @@ async def main(existing: list[int], samples: int) -> None:
             deep_merge(dshub.dynamic_config, {**traefik_config, "jupyterhub": hub_config})
         dshub._persist_dynamic_config()
         await first_served(f"{EDGE}/bench-{count}-{count - 1}/", client)
-        # Made once its API router is loaded; both write one shared config (deep_merge
-        # updates it in place), as one hub would.
+        # Made once its API router is loaded; all three write one shared config
+        # (deep_merge updates it in place), as one hub would.
         upstream = make(Upstream, rules, password, UPSTREAM_API)
-        upstream.dynamic_config = dshub.dynamic_config
-        upstream.mutex = dshub.mutex
-        for k in range(2 * samples):
-            proxy = (dshub, upstream)[k % 2]
-            variant = "dshub" if proxy is dshub else "upstream"
-            await timed_add(proxy, f"/bench-{count}-new{k}/", target, client, count, variant)
-        as_json = make(JsonRules, RULES_DIR / f"bench-{count}.yaml", password)
-        as_json.dynamic_config, as_json.mutex = dshub.dynamic_config, dshub.mutex
-        for block in range(2 * samples // FORMAT_BLOCK):
-            proxy, other = (dshub, as_json)[block % 2], (as_json, dshub)[block % 2]
-            Path(other.dynamic_config_file).unlink(missing_ok=True)
-            proxy._persist_dynamic_config()
-            await first_served(f"{EDGE}/bench-{count}-{count - 1}/", client)
-            variant = "json" if proxy is as_json else "toml"
-            for k in range(FORMAT_BLOCK):
-                await timed_add(proxy, f"/bench-{count}-new-f{block}-{k}/", target, client, count, variant)
-        for proxy in (dshub, as_json):
-            Path(proxy.dynamic_config_file).unlink(missing_ok=True)
+        before = make(RecordsInTheRules, rules, password)
+        for proxy in (upstream, before):
+            proxy.dynamic_config, proxy.mutex = dshub.dynamic_config, dshub.mutex
+        variants = {"dshub": dshub, "records in the rules": before, "upstream": upstream}
+        for k in range(len(variants) * samples):
+            variant = list(variants)[k % len(variants)]
+            await timed_add(variants[variant], f"/bench-{count}-new{k}/", target, client, count, variant)
+        Path(rules).unlink()
+        Path(dshub.routes_records_file).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ costs are cut (BENCHMARKS.md, route registration):
 * the `toml` package takes ~140 ms to write the rules of 1000 routes, and the
   whole file is rewritten per route; this writes the same TOML ~7x faster;
 * the file is written in place, so Traefik rebuilds all routes once per write
-  event; it is now written aside and moved in (one rebuild per change).
+  event; it is now written aside and moved in (one rebuild per change);
+* the hub's own records of its routes (each route's target and data, which
+  Traefik never uses) shared the watched file, nearly half its bytes, and
+  Traefik parsed them at every reload; they are now a file of the hub's
+  (:class:`SplitRulesFileHandler`).
 
 Routes are checked before they reach Traefik, whatever the hub passes
 (:func:`route_problem`). jupyterhub-traefik-proxy *unquotes* a routespec and
@@ -38,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -47,19 +52,22 @@ from urllib.parse import unquote, urlsplit
 import bcrypt
 from jupyterhub.utils import exponential_backoff, subdomain_hook_idna
 from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
-from jupyterhub_traefik_proxy.traefik_utils import TraefikConfigFileHandler
-from traitlets import Float, default, observe
+from jupyterhub_traefik_proxy.traefik_utils import TraefikConfigFileHandler, deep_merge
+from traitlets import Float, Unicode, default, observe
 
 from spawner.core.names import is_valid_username, shown
 from spawner.pool.datapool import escape_name
 
 RULES_MODE = 0o644
 WRITING_DIR = ".writing"
+RECORDS_DIR = ".records"
 # bcrypt's lowest cost: see the module docstring on why that is safe for the API password.
 API_HASH_ROUNDS = 4
 # Names of dshub's own edge rules (sign-in limit, per-user origins): made from the
 # settings at every start. JupyterHub's routes are router_*/service_*.
 EDGE_RULES_PREFIX = "dshub-"
+# jupyterhub-traefik-proxy's names of a route's router and service (generate_alias).
+_ROUTE_ALIASES = ("router_", "service_")
 # A routespec: an optional host (DNS labels, optional port), then a path of
 # segments made only of characters that mean nothing in Traefik's rule language
 # or in a URL path (and never '.' or '..'). Checked both as given and unquoted (the form Traefik gets).
@@ -248,6 +256,74 @@ class ReadableRulesFileHandler(TraefikConfigFileHandler):
             raise
 
 
+class SplitRulesFileHandler(ReadableRulesFileHandler):
+    """Traefik's rules in the watched file; the hub's records of its routes (the
+    ``jupyterhub`` table) in ``records_path``, which Traefik never reads.
+
+    A change writes the records, then the rules. The two can disagree only if the
+    hub dies between the two writes; :meth:`load` (at the hub's start) then keeps
+    a route only where both have it, and JupyterHub's route check adds back those
+    of running servers. Records a writer left in the rules file (dshub before the
+    split, or jupyterhub-traefik-proxy itself) are read too, so the route check
+    sees those routes and judges them.
+    """
+
+    def __init__(self, file_path: str, records_path: str, log: logging.Logger) -> None:
+        super().__init__(file_path)
+        self.records_path = records_path
+        self.log = log
+
+    def load(self) -> dict[str, Any]:
+        try:
+            config = super().load()
+        except FileNotFoundError:
+            config = {}
+        records = config.pop("jupyterhub", {})
+        try:
+            with open(self.records_path) as f:
+                deep_merge(records, json.load(f))
+        except FileNotFoundError:
+            pass  # none yet
+        config["jupyterhub"] = records
+        for name in _keep_routes_in_both(config):
+            self.log.warning(
+                "Dropped %s: the hub's records of its routes and Traefik's rules disagreed", name
+            )
+        return config
+
+    def atomic_dump(self, data: Any) -> None:
+        directory = os.path.dirname(os.path.abspath(self.records_path))
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".routes-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                # None left out, as the TOML writer does: a record reads back as before.
+                json.dump(_without_none(data.get("jupyterhub", {})), f)
+            os.replace(tmp, self.records_path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        super().atomic_dump({key: value for key, value in data.items() if key != "jupyterhub"})
+
+
+def _keep_routes_in_both(config: dict[str, Any]) -> list[str]:
+    """Take out of the config every route only the rules or only the records have; their names."""
+    http = config.setdefault("http", {})
+    routers, services = http.setdefault("routers", {}), http.setdefault("services", {})
+    records = config["jupyterhub"].setdefault("routes", {})
+    dropped = []
+    for alias, record in list(records.items()):
+        if record.get("router") not in routers or record.get("service") not in services:
+            dropped.append(f"the record of {alias}")
+            del records[alias]
+    recorded = {record[kind] for record in records.values() for kind in ("router", "service")}
+    for table in (routers, services):
+        for name in [name for name in table if name.startswith(_ROUTE_ALIASES) and name not in recorded]:
+            dropped.append(name)
+            del table[name]
+    return dropped
+
+
 class DshubTraefikProxy(TraefikFileProviderProxy):
     """TraefikFileProviderProxy for an external Traefik that runs unprivileged."""
 
@@ -267,18 +343,30 @@ class DshubTraefikProxy(TraefikFileProviderProxy):
         returns at most this long after Traefik has its route.""",
     )
 
+    routes_records_file = Unicode(
+        config=True, help="Where the hub keeps its records of its routes, apart from Traefik's rules."
+    )
+
+    @default("routes_records_file")
+    def _records_beside_the_rules(self) -> str:
+        # In a subdirectory, which Traefik does not watch; one per rules file.
+        directory, name = os.path.split(self.dynamic_config_file)
+        return os.path.join(directory, RECORDS_DIR, f"{name}.json")
+
     @default("dynamic_config_handler")
-    def _default_handler(self) -> ReadableRulesFileHandler:
-        return ReadableRulesFileHandler(self.dynamic_config_file)
+    def _default_handler(self) -> SplitRulesFileHandler:
+        return SplitRulesFileHandler(self.dynamic_config_file, self.routes_records_file, self.log)
 
     @default("traefik_api_hashed_password")
     def _cheap_api_hash(self) -> str:
         salt = bcrypt.gensalt(rounds=API_HASH_ROUNDS)
         return bcrypt.hashpw(self.traefik_api_password.encode("utf8"), salt).decode("ascii")
 
-    @observe("dynamic_config_file")
+    @observe("dynamic_config_file", "routes_records_file")
     def _set_dynamic_config_file(self, change: Any) -> None:
-        self.dynamic_config_handler = ReadableRulesFileHandler(change.new)
+        self.dynamic_config_handler = SplitRulesFileHandler(
+            self.dynamic_config_file, self.routes_records_file, self.log
+        )
 
     async def _setup_traefik_dynamic_config(self) -> None:
         """The rules file with this start's edge rules, not those of the last one too.

@@ -1,11 +1,12 @@
 """The rules file writer: the same TOML the `toml` package writes, read back by TOML 1.0 parsers."""
 
 import asyncio
+import json
 import tomllib
 
 import pytest
 import toml
-from jupyterhub_traefik_proxy.traefik_utils import generate_alias, generate_rule
+from jupyterhub_traefik_proxy.traefik_utils import deep_merge, generate_alias, generate_rule
 
 from spawner.hub.proxy import DshubTraefikProxy, route_problem, toml_dumps
 
@@ -107,3 +108,77 @@ def test_add_route_refuses_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="route refused"):
         asyncio.run(add_hostile_route())
     assert not rules.exists()
+
+
+def proxy_on(rules) -> DshubTraefikProxy:
+    """The hub's proxy on this rules file (made in a running event loop, as in the hub)."""
+    return DshubTraefikProxy(
+        dynamic_config_file=str(rules),
+        should_start=False,
+        enable_setup_dynamic_config=False,
+        traefik_api_password="unused-in-this-test",
+        traefik_entrypoint="http",
+    )
+
+
+def in_loop(step):
+    async def run():
+        return step()
+
+    return asyncio.run(run())
+
+
+def route_of(rules, user: str, address: str) -> tuple[dict, dict]:
+    return in_loop(
+        lambda: proxy_on(rules)._dynamic_config_for_route(f"/user/{user}/", address, {"user": user})
+    )
+
+
+def test_traefik_reads_only_the_rules_and_the_hub_keeps_its_records_apart(tmp_path):
+    rules = tmp_path / "rules.toml"
+    route = route_of(rules, "ada", "http://10.0.0.7:8888")
+
+    async def add() -> None:
+        await proxy_on(rules)._apply_dynamic_config(*route)
+
+    asyncio.run(add())
+    assert "jupyterhub" not in tomllib.loads(rules.read_text())
+    assert '"user"' not in rules.read_text()
+    assert (tmp_path / ".records" / "rules.toml.json").exists(), "in a subdirectory: Traefik watches none"
+    # A new hub (a restart) reads both back as one.
+    again = in_loop(lambda: proxy_on(rules).dynamic_config)
+    router = generate_alias("/user/ada/", "router")
+    assert again["jupyterhub"]["routes"][router]["data"] == {"user": "ada"}
+    assert router in again["http"]["routers"]
+
+
+def test_records_left_in_the_rules_file_are_read_and_then_moved_out(tmp_path):
+    rules = tmp_path / "rules.toml"
+    traefik, records = route_of(rules, "bob", "http://10.0.0.8:8888")
+    rules.write_text(toml_dumps({**traefik, "jupyterhub": records}))  # as the rules file was written before
+
+    def restart_and_write() -> set[str]:
+        proxy = proxy_on(rules)
+        proxy._persist_dynamic_config()
+        return set(proxy.dynamic_config["jupyterhub"]["routes"])
+
+    assert in_loop(restart_and_write) == {generate_alias("/user/bob/", "router")}
+    assert "jupyterhub" not in tomllib.loads(rules.read_text())
+    assert set(in_loop(lambda: proxy_on(rules).dynamic_config)["jupyterhub"]["routes"]) == {
+        generate_alias("/user/bob/", "router")
+    }
+
+
+def test_a_route_only_the_rules_or_only_the_records_have_is_dropped_at_start(tmp_path):
+    """The hub died between the two writes: neither half of a route stays on its own."""
+    rules = tmp_path / "rules.toml"
+    unrecorded, _ = route_of(rules, "eve", "http://10.0.0.9:8888")
+    _, orphan = route_of(rules, "cy", "http://10.0.0.6:8888")
+    edge = {"http": {"routers": {"dshub-signin": {"rule": "PathPrefix(`/hub/login`)", "service": "x"}}}}
+    rules.write_text(toml_dumps(deep_merge(unrecorded, edge)))
+    (tmp_path / ".records").mkdir()
+    (tmp_path / ".records" / "rules.toml.json").write_text(json.dumps(orphan))
+    config = in_loop(lambda: proxy_on(rules).dynamic_config)
+    assert config["jupyterhub"]["routes"] == {}
+    assert set(config["http"]["routers"]) == {"dshub-signin"}, "the edge's own rules stay"
+    assert config["http"]["services"] == {}

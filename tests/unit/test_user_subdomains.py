@@ -136,7 +136,11 @@ def test_edge_rules_of_the_last_start_go_when_the_settings_drop_them(tmp_path):
                 "routers": {"router_ada": {"rule": generate_rule(user_route), "service": "service_ada"}},
                 "services": {"service_ada": {"loadBalancer": {"servers": [{"url": "http://10.0.0.7:8888"}]}}},
             },
-            "jupyterhub": {"routes": {"router_ada": {"routespec": user_route}}},
+            "jupyterhub": {
+                "routes": {
+                    "router_ada": {"routespec": user_route, "router": "router_ada", "service": "service_ada"}
+                }
+            },
         },
     )
     rules.write_text(toml_dumps(last_start))
