@@ -25,6 +25,15 @@ BENCH_PREFIX = "dshubb-"
 CORES = os.cpu_count() or 1
 
 
+class PartlyMeasured(Exception):
+    """A section measured in part: its text is written, with what is missing said in it, and
+    `make bench` exits non-zero."""
+
+    def __init__(self, text: str, rows: list[dict[str, object]], missing: str) -> None:
+        super().__init__(missing)
+        self.text, self.rows = text, rows
+
+
 def project_name(tag: str = "") -> str:
     return f"{BENCH_PREFIX}{os.getpid()}-{tag}{uuid.uuid4().hex[:6]}"
 

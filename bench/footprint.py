@@ -4,7 +4,9 @@ One stack and N users: each user's server is started through the hub and left
 idle; then memory is read from the engine (docker stats: cgroup usage without
 page cache). For the datascience image the measurement is repeated after VS Code
 was started in every container (its page requested and a websocket opened
-through the edge, as a browser does first).
+through the edge, as a browser does first), and, when the image has RStudio
+Server, after RStudio was opened in Chromium until its console took input (what
+starts its session). Without RStudio that row is not measured.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from playwright.sync_api import expect, sync_playwright
+
 from bench.common import stack as bench_stack
 from spawner.core.constants import VERSION
 from spawner.hub.edge import PROXY_IMAGE
+from tests.support import browser
 from tests.support.hub import HubSession
-from tests.support.stack import docker
+from tests.support.stack import Stack, docker
 
 SETTLE_SECONDS = 20
 
@@ -43,13 +48,33 @@ def start_vscode(person: HubSession) -> None:
     person.vscode_websocket().close()
 
 
-def measure_image(image: str, users: int) -> list[Sample]:
+def open_rstudio(stack: Stack, people: list[HubSession]) -> None:
+    """Each person opens RStudio in Chromium until its console takes input."""
+    with sync_playwright() as playwright:
+        chromium = browser.launch(playwright.chromium)
+        try:
+            for person in people:
+                page = browser.sign_in(chromium, stack.url, person.name, password(person.name))
+                page.wait_for_url(f"{stack.url}/user/{person.name}/**")
+                browser.goto_after_network_change(page, f"{stack.url}/user/{person.name}/rstudio/")
+                expect(page.locator("#rstudio_console_input")).to_be_visible(timeout=120_000)
+                page.context.close()
+        finally:
+            chromium.close()
+
+
+def password(name: str) -> str:
+    return f"{name}-password"
+
+
+def measure_image(image: str, users: int) -> tuple[list[Sample], str]:
+    """The samples, and what the image's build recorded about RStudio ('installed: ...', 'absent: why')."""
     samples: list[Sample] = []
     with bench_stack({"DSHUB_USER_IMAGE": f"dshub/{image}:{VERSION}"}) as stack:
         people = []
         for i in range(users):
             name = f"bench{i}"
-            person = stack.sign_up(name, f"{name}-password")
+            person = stack.sign_up(name, password(name))
             person.start_server()
             # The browser's first visit, so the Lab's server side is fully loaded.
             person.http.get(f"{stack.url}/user/{name}/lab", timeout=60)
@@ -66,7 +91,14 @@ def measure_image(image: str, users: int) -> list[Sample]:
             for person in people:
                 mib = container_mib(stack.user_container(person.name))
                 samples.append(Sample(image, "idle, VS Code started", person.name, mib))
-    return samples
+        rstudio = stack.rstudio_build_record()
+        if image == "datascience" and stack.has_rserver():
+            open_rstudio(stack, people)
+            time.sleep(SETTLE_SECONDS)
+            for person in people:
+                mib = container_mib(stack.user_container(person.name))
+                samples.append(Sample(image, "idle, VS Code and RStudio started", person.name, mib))
+    return samples, rstudio
 
 
 def image_mib(image: str) -> float:

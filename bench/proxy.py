@@ -7,7 +7,14 @@ endpoint in its own container (Go, a fixed "OK"), so the backend is not what
 limits the rate. Routes to it: a rules file beside the hub's (dshub) and CHP's
 REST API (reference); the hubs leave both alone (they only manage routes that
 carry their own data). Concurrency 1, 10, 50; the three paths interleaved, ROUNDS
-rounds. wrk, the proxies and the backend share the machine's cores.
+rounds.
+
+CPUs are pinned so that each proxy has the same share: wrk and the backend on
+LOADGEN_CPU, the proxy under test (Traefik's container; the reference's hub
+container, where CHP runs) alone on PROXY_CPU. Unpinned, Traefik (Go, as many
+threads as cores) and CHP (Node, one thread) took different shares of cores that
+wrk and the backend also wanted, so the ratio measured the scheduler as much as
+the proxies.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import (
+    CORES,
     exec_in,
     labelled,
     name_of,
@@ -43,6 +51,8 @@ ROUNDS = 2
 SECONDS = 8
 TARGET_RATIO = 3.0
 BACKEND = "benchbackend"
+LOADGEN_CPU = "0"
+PROXY_CPU = "1"
 
 # Run in dshub's hub: a rules file beside the hub's own (Traefik loads them all).
 EDGE_ROUTE = f"""
@@ -78,7 +88,7 @@ def side_containers(networks: list[str]) -> Iterator[str]:
         ):
             docker(
                 "run", "-d", "--name", f"{project}-{name}", "--label", f"dshub.project={project}",
-                "--network", networks[0], "--network-alias", name, *args,
+                "--cpuset-cpus", LOADGEN_CPU, "--network", networks[0], "--network-alias", name, *args,
             )  # fmt: skip
             for net in networks[1:]:
                 docker("network", "connect", "--alias", name, net, f"{project}-{name}")
@@ -94,7 +104,8 @@ def wrk(loadgen: str, url: str, concurrency: int, seconds: int = SECONDS) -> dic
     ).stdout  # fmt: skip
     result = json.loads(out.strip().splitlines()[-1])
     return {
-        "rps": round(result["requests"] / (result["duration_us"] / 1e6), 1),
+        "requests": result["requests"],
+        "seconds": result["duration_us"] / 1e6,
         "p50_ms": result["p50_us"] / 1000,
         "p95_ms": result["p95_us"] / 1000,
         "errors": result["errors"],
@@ -102,12 +113,16 @@ def wrk(loadgen: str, url: str, concurrency: int, seconds: int = SECONDS) -> dic
 
 
 def measure() -> list[dict[str, object]]:
+    if CORES < 2:
+        raise RuntimeError(f"the proxies are measured on a core of their own: this machine has {CORES}")
     rows: list[dict[str, object]] = []
     reference = Reference(user_image=user_image("lab"))
     try:
         with stack({"DSHUB_USER_IMAGE": user_image("lab")}) as dshub:
             reference.up()
             edge, chp = labelled(dshub.project, "proxy"), labelled(reference.project, "hub")
+            for proxy in (edge, chp):
+                docker("update", "--cpuset-cpus", PROXY_CPU, proxy)
             dshub_hub = dshub.containers("hub")[0]
             with side_containers([dshub.settings.network, f"{reference.project}-net"]) as loadgen:
                 exec_in(dshub_hub, "python3", "-c", EDGE_ROUTE)
@@ -137,9 +152,11 @@ def report(rows: list[dict[str, object]]) -> str:
     lines = [
         TITLE,
         "",
-        f"HTTP: wrk ({SECONDS} s per run, {ROUNDS} rounds interleaved, median of rounds) from a container on",
-        "the stacks' networks to a Go backend (Traefik's ping) directly, through dshub's edge and through",
-        "the reference's CHP. Latency percentiles from wrk (ms).",
+        f"HTTP: wrk ({SECONDS} s per run, {ROUNDS} rounds interleaved) from a container on the stacks'",
+        "networks to a Go backend (Traefik's ping) directly, through dshub's edge and through the",
+        f"reference's CHP; wrk and the backend pinned to CPU {LOADGEN_CPU}, each proxy alone on CPU",
+        f"{PROXY_CPU}. req/s: all requests of all rounds over their time; latency: wrk's percentiles,",
+        "the median of the rounds' (ms).",
         "",
     ]
     body = []
@@ -147,7 +164,7 @@ def report(rows: list[dict[str, object]]) -> str:
     for c in CONCURRENCY:
         for path in paths:
             sel = [r for r in http if r["path"] == path and r["concurrency"] == c]
-            rps[(path, c)] = p50([float(r["rps"]) for r in sel])
+            rps[(path, c)] = sum(int(r["requests"]) for r in sel) / sum(float(r["seconds"]) for r in sel)
             body.append(
                 [
                     c,
