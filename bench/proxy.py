@@ -1,8 +1,10 @@
 """Proxy overhead: HTTP through dshub's edge (Traefik) vs the reference's CHP vs
 direct. Kernel websocket round trips are bench/kernel.py's.
 
-HTTP: wrk runs in a container (dshub/bench-wrk) on both stacks' networks, so no
-request passes the engine's userland proxy; the backend is Traefik's ping
+HTTP: wrk runs in a container (dshub/bench-wrk) on a network of the bench's own,
+which the two proxies join, so no request passes the engine's userland proxy (nor
+dshub's network policy, which keeps the users' network closed between its
+containers, as it should); the backend is Traefik's ping
 endpoint in its own container (Go, a fixed "OK"), so the backend is not what
 limits the rate. Routes to it: a rules file beside the hub's (dshub) and CHP's
 REST API (reference); the hubs leave both alone (they only manage routes that
@@ -20,6 +22,7 @@ the proxies.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,23 +80,28 @@ urllib.request.urlopen(req, timeout=10)
 
 
 @contextmanager
-def side_containers(networks: list[str]) -> Iterator[str]:
-    """The backend and the load generator on all the networks; yields the wrk container."""
+def side_containers(proxies: list[str]) -> Iterator[str]:
+    """The backend and the load generator on a network of their own that ``proxies`` join;
+    yields the wrk container."""
     project = project_name("proxy")
+    network = f"{project}-net"
     backend_config = f"{HERE / 'wrk' / 'backend.yaml'}:/srv/dshub/edge/traefik.yaml:ro"
     try:
+        docker("network", "create", "--label", f"dshub.project={project}", network)
         for name, args in (
             (BACKEND, ["-v", backend_config, PROXY_IMAGE]),
             ("wrk", [f"dshub/bench-wrk:{VERSION}"]),
         ):
             docker(
                 "run", "-d", "--name", f"{project}-{name}", "--label", f"dshub.project={project}",
-                "--cpuset-cpus", LOADGEN_CPU, "--network", networks[0], "--network-alias", name, *args,
+                "--cpuset-cpus", LOADGEN_CPU, "--network", network, "--network-alias", name, *args,
             )  # fmt: skip
-            for net in networks[1:]:
-                docker("network", "connect", "--alias", name, net, f"{project}-{name}")
+        for proxy in proxies:
+            docker("network", "connect", network, proxy)
         yield f"{project}-wrk"
     finally:
+        for proxy in proxies:
+            docker("network", "disconnect", network, proxy, check=False)
         remove_labelled(project)
 
 
@@ -112,6 +120,14 @@ def wrk(loadgen: str, url: str, concurrency: int, seconds: int = SECONDS) -> dic
     }
 
 
+def answers(loadgen: str, url: str) -> bool:
+    """Whether a second of wrk gets only answers (wrk exits 1 while nothing listens)."""
+    try:
+        return wrk(loadgen, url, 1, 1)["errors"] == 0
+    except subprocess.CalledProcessError:
+        return False
+
+
 def measure() -> list[dict[str, object]]:
     if CORES < 2:
         raise RuntimeError(f"the proxies are measured on a core of their own: this machine has {CORES}")
@@ -124,7 +140,7 @@ def measure() -> list[dict[str, object]]:
             for proxy in (edge, chp):
                 docker("update", "--cpuset-cpus", PROXY_CPU, proxy)
             dshub_hub = dshub.containers("hub")[0]
-            with side_containers([dshub.settings.network, f"{reference.project}-net"]) as loadgen:
+            with side_containers([edge, chp]) as loadgen:
                 exec_in(dshub_hub, "python3", "-c", EDGE_ROUTE)
                 exec_in(chp, "python3", "-c", CHP_ROUTE)
                 urls = {
@@ -133,7 +149,7 @@ def measure() -> list[dict[str, object]]:
                     "reference (CHP)": f"http://{name_of(chp)}:8000/ping",
                 }
                 for url in urls.values():
-                    wait_until(lambda u=url: wrk(loadgen, u, 1, 1)["errors"] == 0, 60, 0.5, f"route {url}")
+                    wait_until(lambda u=url: answers(loadgen, u), 60, 0.5, f"route {url}")
                 for rnd in range(ROUNDS):
                     for c in CONCURRENCY:
                         for path, url in urls.items():
@@ -152,8 +168,8 @@ def report(rows: list[dict[str, object]]) -> str:
     lines = [
         TITLE,
         "",
-        f"HTTP: wrk ({SECONDS} s per run, {ROUNDS} rounds interleaved) from a container on the stacks'",
-        "networks to a Go backend (Traefik's ping) directly, through dshub's edge and through the",
+        f"HTTP: wrk ({SECONDS} s per run, {ROUNDS} rounds interleaved) from a container on a network",
+        "the proxies join, to a Go backend (Traefik's ping) directly, through dshub's edge and the",
         f"reference's CHP; wrk and the backend pinned to CPU {LOADGEN_CPU}, each proxy alone on CPU",
         f"{PROXY_CPU}. req/s: all requests of all rounds over their time; latency: wrk's percentiles,",
         "the median of the rounds' (ms).",
