@@ -25,7 +25,6 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
@@ -326,7 +325,8 @@ def _secret(name: str, raw: str) -> str:
 # -- the fields' types ---------------------------------------------------------------
 
 
-def _env_name(field_name: str) -> str:
+def env_name(field_name: str) -> str:
+    """The variable an operator writes for a field of :class:`Settings`."""
     return PREFIX + field_name.upper()
 
 
@@ -337,7 +337,7 @@ def _parsed(parse: Callable[[str, str], Any]) -> BeforeValidator:
     """
 
     def validate(raw: Any, info: ValidationInfo) -> Any:
-        name = _env_name(str(info.field_name))
+        name = env_name(str(info.field_name))
         if isinstance(raw, str):
             return parse(name, raw)
         if raw is None or raw == ():
@@ -827,14 +827,14 @@ class Settings(BaseModel):
         problems = settings._conflicts(text)
         if problems:
             raise _Conflicts(problems)
-        settings._text = {name: text.get(name, _default_text(f)) for name, f in cls.model_fields.items()}
+        settings._text = {name: text.get(name, default_text(f)) for name, f in cls.model_fields.items()}
         settings._derive()
         return settings
 
     @property
     def values(self) -> dict[str, Any]:
         """The settings by their variables' names."""
-        return {_env_name(name): getattr(self, name) for name in type(self).model_fields}
+        return {env_name(name): getattr(self, name) for name in type(self).model_fields}
 
     @property
     def network(self) -> str:
@@ -858,7 +858,7 @@ class Settings(BaseModel):
         return f"{parts.scheme}://{parts.netloc.lower()}"
 
     def as_env(self) -> dict[str, str]:
-        return {_env_name(name): text for name, text in self._text.items()}
+        return {env_name(name): text for name, text in self._text.items()}
 
     def _derive(self) -> None:
         """Defaults that depend on other settings."""
@@ -883,7 +883,7 @@ class Settings(BaseModel):
 
     def _conflicts(self, text: Mapping[str, str]) -> list[str]:
         def changed(name: str) -> bool:
-            return text.get(name) not in (None, _default_text(type(self).model_fields[name]))
+            return text.get(name) not in (None, default_text(type(self).model_fields[name]))
 
         errors = []
         if self.uid_min >= self.uid_max:
@@ -909,7 +909,7 @@ class Settings(BaseModel):
         values = self.values
         if kind == "local":
             oauth_only = [
-                _env_name(name)
+                env_name(name)
                 for name in type(self).model_fields
                 if name.startswith(("oauth_", "oidc_", "google_", "azuread_")) and changed(name)
             ]
@@ -920,7 +920,7 @@ class Settings(BaseModel):
                 ]
             return []
         errors = [
-            f"{_env_name(required)} is required with DSHUB_AUTHENTICATOR={kind}: see docs/auth.md."
+            f"{env_name(required)} is required with DSHUB_AUTHENTICATOR={kind}: see docs/auth.md."
             for required in ("oauth_client_id", "oauth_client_secret")
             if getattr(self, required) is None
         ]
@@ -991,7 +991,7 @@ class Settings(BaseModel):
         public = self.public_url
         problems = []
         for mode, names in _TLS_MODE_SETTINGS.items():
-            given = [_env_name(n) for n in names if changed(n)]
+            given = [env_name(n) for n in names if changed(n)]
             if given and tls != mode:
                 problems.append(f"{', '.join(given)} only apply to DSHUB_TLS={mode}, but DSHUB_TLS={tls}.")
         if not public and bind.is_unspecified:
@@ -1038,7 +1038,8 @@ class Settings(BaseModel):
         return problems
 
 
-def _default_text(field: FieldInfo) -> str:
+def default_text(field: FieldInfo) -> str:
+    """A field's default as an operator writes it: an optional setting's (None or ()) is no text."""
     return field.default if isinstance(field.default, str) else ""
 
 
@@ -1095,22 +1096,6 @@ def _subdomain_problems(public_url: str) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class Setting:
-    """A setting as an operator writes it (.env.example): its variable, default text and help."""
-
-    name: str
-    default: str
-    help: str
-
-
-SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(_env_name(name), _default_text(field), field.description or "")
-    for name, field in Settings.model_fields.items()
-)
-_NAMES = tuple(setting.name for setting in SETTINGS)
-
-
 def parse_env_file(path: Path) -> dict[str, str]:
     """KEY=value lines, '#' comments, optional quotes: the subset compose reads the same."""
     result: dict[str, str] = {}
@@ -1132,12 +1117,10 @@ def parse_env_file(path: Path) -> dict[str, str]:
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Validate every DSHUB_* variable; reject unknown ones; fill in defaults."""
     environ = os.environ if environ is None else environ
-    errors = [_unknown(key) for key in sorted(environ) if key.startswith(PREFIX) and key not in _NAMES]
+    errors = [_unknown(key) for key in sorted(environ) if key.startswith(PREFIX) and not _field_of(key)]
     # An empty value, or only spaces, is unset: the default.
     text = {
-        key.removeprefix(PREFIX).lower(): value.strip()
-        for key, value in environ.items()
-        if key in _NAMES and value.strip()
+        name: value.strip() for key, value in environ.items() if (name := _field_of(key)) and value.strip()
     }
     try:
         settings = Settings(**text)
@@ -1149,8 +1132,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     raise SettingsError("invalid dshub settings:\n  " + "\n  ".join(errors))
 
 
+def _field_of(variable: str) -> str | None:
+    """The field a variable sets, if it is a setting's variable exactly (capitals and all)."""
+    name = variable.removeprefix(PREFIX).lower()
+    return name if name in Settings.model_fields and env_name(name) == variable else None
+
+
 def _unknown(key: str) -> str:
-    close = [n for n in _NAMES if n.split("_", 1)[1][:4] == key.split("_", 1)[1][:4]]
+    names = [env_name(name) for name in Settings.model_fields]
+    close = [n for n in names if n.split("_", 1)[1][:4] == key.split("_", 1)[1][:4]]
     hint = f" Did you mean {close[0]}?" if close else ""
     return f"{key} is not a dshub setting.{hint} See .env.example for the list."
 
@@ -1166,20 +1156,20 @@ def _explained(error: ValidationError, text: Mapping[str, str]) -> list[str]:
         name = str(problem["loc"][0])
         field = Settings.model_fields[name]
         message = str(cause) if isinstance(cause, SettingsError) else _worded(problem["type"], name, text)
-        messages.append(f"{message} {_env_name(name)}: {field.description}")
+        messages.append(f"{message} {env_name(name)}: {field.description}")
     return messages
 
 
 def _worded(kind: str, name: str, text: Mapping[str, str]) -> str:
     """A problem found by pydantic itself (a bound, a choice), as the project words it."""
     field = Settings.model_fields[name]
-    raw = text.get(name, _default_text(field))
+    raw = text.get(name, default_text(field))
     # A field hidden from repr (the client secret) never shows its value.
-    shown = f"{_env_name(name)}={raw!r}" if field.repr else _env_name(name)
+    shown = f"{env_name(name)}={raw!r}" if field.repr else env_name(name)
     if kind in ("greater_than_equal", "less_than_equal"):
         low = next(m.ge for m in field.metadata if isinstance(m, Ge))
         high = next(m.le for m in field.metadata if isinstance(m, Le))
-        return f"{_env_name(name)}={raw} is out of range: use {low}..{high}."
+        return f"{env_name(name)}={raw} is out of range: use {low}..{high}."
     if kind == "literal_error":
         return f"{shown} is not one of: {', '.join(get_args(field.annotation))}."
     return f"{shown} is not a valid value."

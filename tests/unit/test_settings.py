@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_complete():
     assert loaded.mem_limit == 2 * 2**30
     assert loaded.pool_dir == REPO / "data" / "pool"
     assert loaded.network == "dshub-users"
-    assert set(loaded.as_env()) == {setting.name for setting in s.SETTINGS}
+    assert set(loaded.as_env()) == {s.env_name(name) for name in s.Settings.model_fields}
 
 
 @pytest.mark.parametrize(
