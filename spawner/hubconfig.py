@@ -138,6 +138,9 @@ def user_servers(c: Config, settings: Settings, profiles: ProfilesFile) -> None:
     c.DataPoolSpawner.http_timeout = settings.start_timeout
     c.DataPoolSpawner.start_concurrency = start_concurrency(settings)
     c.DataPoolSpawner.start_queue_timeout = settings.start_queue_timeout
+    # JupyterHub's own limit (100 by default) refuses starts past it with 429; the start
+    # line above is the limit, and a class larger than 100 waits in it.
+    c.JupyterHub.concurrent_spawn_limit = 0
     c.DataPoolSpawner.disk_warn_percent = settings.disk_quota_warn
     c.DataPoolSpawner.disk_refuse_percent = settings.disk_quota_refuse
     c.Spawner.default_url = "/lab"

@@ -19,8 +19,9 @@ Who can claim an account, and how hard a flood of guesses hits the hub:
   A try counts against its name from the moment its hash is being checked, so
   parallel guesses at one name see each other at once; against its address only
   once it has failed, so a class behind one NAT signing in at the same moment is
-  never throttled for correct passwords (parallel guesses from one address are
-  bounded by the hashing queue instead).
+  never throttled for correct passwords. Instead an address has at most
+  ``IN_FLIGHT_PER_ADDRESS`` tries being checked at once, and one once it has used
+  its free failures; a try beyond that is told the hub is busy (not a failure).
 * bcrypt (~0.3 s of CPU at its default cost) runs on one thread of its own, with
   at most ``HASH_QUEUE_MAX`` sign-ins waiting: a flood of wrong passwords can use
   one core at most, never the hub's event loop or the core that spawns need.
@@ -62,8 +63,12 @@ THROTTLE_MAX_WAIT = 300.0
 # Failures older than this are forgotten.
 THROTTLE_MEMORY = 900.0
 HASH_QUEUE_MAX = 32
+# Tries of one address being checked at once: a class behind one NAT waits its turn (bcrypt
+# checks ~3 a second), and no address takes the whole hashing queue.
+IN_FLIGHT_PER_ADDRESS = 8
 # bcrypt reads at most 72 bytes (bcrypt 5 refuses more): longer ones are never a password here.
 BCRYPT_MAX_BYTES = 72
+BUSY = "The hub is busy signing people in: try again in a few seconds."
 EDGE_HOST = "proxy"  # the edge proxy's service name in compose/compose.yaml
 
 
@@ -88,7 +93,8 @@ class SignInThrottle:
             return 0.0
         if entry.count < self.free:
             return 0.0
-        backoff = min(2.0 ** (entry.count - self.free), self.max_wait)
+        # The exponent capped: 2.0 ** 1100 overflows, and 2 ** 32 s is past any max_wait.
+        backoff = min(2.0 ** min(entry.count - self.free, 32), self.max_wait)
         return max(0.0, backoff - (now - entry.last))
 
     def failed(self, key: str, now: float | None = None) -> None:
@@ -100,6 +106,11 @@ class SignInThrottle:
         entry.last = now
         if len(self._failures) > 100_000:
             self._forget_old(now)
+
+    def failures(self, key: str, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        entry = self._failures.get(key)
+        return 0 if entry is None or now - entry.last > THROTTLE_MEMORY else entry.count
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
@@ -312,6 +323,7 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
     name_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_NAME)
     address_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_ADDRESS)
     hasher: ClassVar[BoundedHasher] = BoundedHasher()
+    checking: ClassVar[dict[str, int]] = {}  # address -> its tries being checked now
 
     @default("allow_existing_users")
     def _users_of_the_hub_are_allowed(self) -> bool:
@@ -397,16 +409,27 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             self.log.info("Refused sign-in of %s: no password yet", name)
             self._no_such_account(handler, address)
             return None
+        in_flight = min(
+            IN_FLIGHT_PER_ADDRESS, max(1, FREE_FAILURES_PER_ADDRESS - self.address_throttle.failures(address))
+        )
+        if self.checking.get(address, 0) >= in_flight:
+            handler.custom_login_error = BUSY
+            return None
         # Counted against the name before hashing, so parallel guesses at it see each other
         # at once rather than after their hashes; an attempt that was no wrong guess takes
-        # its count back. Not against the address: a class signing in together from one
-        # address would see each other's correct sign-ins in flight as failures.
+        # its count back. Against the address once it failed: a class signing in together
+        # from one address would see each other's correct sign-ins in flight as failures.
         self.name_throttle.failed(name)
+        self.checking[address] = self.checking.get(address, 0) + 1
         try:
             signed_in, wrong = await self._check(handler, name, data, stored)
         except HashingBusy:
             signed_in, wrong = None, False
-            handler.custom_login_error = "The hub is busy signing people in: try again in a few seconds."
+            handler.custom_login_error = BUSY
+        finally:
+            self.checking[address] -= 1
+            if not self.checking[address]:
+                del self.checking[address]
         if wrong:
             self.address_throttle.failed(address)
         else:

@@ -767,7 +767,7 @@ class Settings(BaseModel):
     )
     start_queue_timeout: _Whole = Field(
         "600",
-        ge=0,
+        ge=10,
         le=7200,
         description="Seconds a start may wait in line for its turn (DSHUB_START_CONCURRENCY) before "
         "it fails with a message to try again later. On 2 cores the line moves by about one lab "

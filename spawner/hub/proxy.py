@@ -260,12 +260,14 @@ class SplitRulesFileHandler(ReadableRulesFileHandler):
     """Traefik's rules in the watched file; the hub's records of its routes (the
     ``jupyterhub`` table) in ``records_path``, which Traefik never reads.
 
-    A change writes the records, then the rules. The two can disagree only if the
+    A change writes the rules, then the records. The two can disagree only if the
     hub dies between the two writes; :meth:`load` (at the hub's start) then keeps
     a route only where both have it, and JupyterHub's route check adds back those
-    of running servers. Records a writer left in the rules file (dshub before the
-    split, or jupyterhub-traefik-proxy itself) are read too, so the route check
-    sees those routes and judges them.
+    of running servers, or rewrites one whose target changed. Records a writer
+    left in the rules file (dshub before the split, or jupyterhub-traefik-proxy
+    itself) are read too, so the route check sees those routes and judges them.
+    Traefik loads the rules directory's subdirectories too, but only files it
+    takes for rules (.toml, .yaml, .yml): the records are .json.
     """
 
     def __init__(self, file_path: str, records_path: str, log: logging.Logger) -> None:
@@ -284,6 +286,9 @@ class SplitRulesFileHandler(ReadableRulesFileHandler):
                 deep_merge(records, json.load(f))
         except FileNotFoundError:
             pass  # none yet
+        except json.JSONDecodeError as e:
+            # Safe to start without them: the rules' routes go below, the running ones come back.
+            self.log.error("The hub's records of its routes are unreadable (%s): starting without them", e)
         config["jupyterhub"] = records
         for name in _keep_routes_in_both(config):
             self.log.warning(
@@ -292,18 +297,21 @@ class SplitRulesFileHandler(ReadableRulesFileHandler):
         return config
 
     def atomic_dump(self, data: Any) -> None:
+        super().atomic_dump({key: value for key, value in data.items() if key != "jupyterhub"})
         directory = os.path.dirname(os.path.abspath(self.records_path))
+        # Readable: Traefik walks the rules directory, and one it cannot read fails its load.
         os.makedirs(directory, mode=0o755, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".routes-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "w") as f:
                 # None left out, as the TOML writer does: a record reads back as before.
                 json.dump(_without_none(data.get("jupyterhub", {})), f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.records_path)
         except BaseException:
             os.unlink(tmp)
             raise
-        super().atomic_dump({key: value for key, value in data.items() if key != "jupyterhub"})
 
 
 def _keep_routes_in_both(config: dict[str, Any]) -> list[str]:
@@ -361,6 +369,25 @@ class DshubTraefikProxy(TraefikFileProviderProxy):
     def _cheap_api_hash(self) -> str:
         salt = bcrypt.gensalt(rounds=API_HASH_ROUNDS)
         return bcrypt.hashpw(self.traefik_api_password.encode("utf8"), salt).decode("ascii")
+
+    @default("dynamic_config")
+    def _rules_rebuilt_from_the_records(self) -> dict[str, Any]:
+        """The rules and records as loaded, each route's router and service made anew from its record.
+
+        A router found in the rules under a recorded name, but with a rule, priority or
+        middleware of someone else's making, does not survive the hub's start.
+        """
+        config = super()._load_dynamic_config()
+        http = config["http"]
+        for record in config["jupyterhub"]["routes"].values():
+            if route_problem(record["routespec"], record["target"], record.get("data") or {}):
+                continue  # JupyterHub's route check removes it, and says so
+            made, _ = self._dynamic_config_for_route(
+                record["routespec"], record["target"], record.get("data")
+            )
+            for table in ("routers", "services"):
+                http[table].update(made["http"][table])
+        return config
 
     @observe("dynamic_config_file", "routes_records_file")
     def _set_dynamic_config_file(self, change: Any) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import shlex
 import signal
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def ensure_jump(table: dict[str, list[str]], parent: str, bridge: str, chain: st
     wanted = f"-i {bridge} -j {chain}"
     stale = [spec for spec in table[parent] if spec.endswith(f"-j {chain}") and spec != wanted]
     for spec in stale:
-        iptables("-D", parent, *spec.split())
+        iptables("-D", parent, *shlex.split(spec))  # as iptables prints it: a comment comes quoted
     if wanted in table[parent]:
         return bool(stale)
     iptables("-I", parent, "1", *wanted.split())

@@ -448,9 +448,7 @@ class DataPoolSpawner(FastStart, DockerSpawner):
         self.volumes = {}
         self._apply_server_spec(self.server_spec)
         try:
-            async with self.start_line.turn(self.start_queue_timeout, self._told_place_in_line):
-                self._progress(40, f"Starting your container from {profile.image}")
-                return await super().start()
+            return await super().start()
         except BaseException as e:
             self._release_gpus()
             folder = vanished_folder(e, self.pool)

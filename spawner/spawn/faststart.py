@@ -15,7 +15,9 @@
   share of the CPU and all become ready together, late, and some time out. Here
   ``start_concurrency`` servers start at once and the others wait in line, first
   come first served, each told its place: the first are ready in seconds, and the
-  CPU is not spent switching between a hundred half-started servers.
+  CPU is not spent switching between a hundred half-started servers. A server
+  keeps its place for ``turn_seconds`` at most, so one that is slow to answer (or
+  made to hang by its owner) does not hold up the class.
 """
 
 from __future__ import annotations
@@ -182,6 +184,12 @@ class FastStart(Configurable):
     server_start_timeout = Integer(
         120, config=True, help="Seconds a server may take to answer from the moment its turn came."
     )
+    turn_seconds = Integer(
+        30,
+        config=True,
+        help="Longest a starting server keeps its place among the start_concurrency: one still "
+        "silent then is slow rather than busy, and waits on outside the line.",
+    )
     _executor: ThreadPoolExecutor | None = None
     _start_line: StartLine | None = None
 
@@ -209,23 +217,41 @@ class FastStart(Configurable):
         return cls._executor
 
     async def start(self) -> Any:
-        """DockerSpawner's start, then the wait for the server; called once its turn came."""
+        """Its turn in the start line, DockerSpawner's start, then the wait for the server.
+
+        Uses the host class's ``_progress`` and ``_told_place_in_line`` (the spawn page).
+        """
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        ip, port = ip_port = await super().start()  # type: ignore[misc]
-        url = f"http://{ip}:{port}{url_path_join(self.server.base_url, 'api')}"  # type: ignore[attr-defined]
+        async with self.start_line.turn(self.start_queue_timeout, self._told_place_in_line):  # type: ignore[attr-defined]
+            self._progress(40, f"Starting your container from {self.image}")  # type: ignore[attr-defined]
+            began = loop.time()
+            try:
+                async with asyncio.timeout(self.server_start_timeout):
+                    ip, port = ip_port = await super().start()  # type: ignore[misc]
+            except TimeoutError:
+                raise StartFailed(
+                    f"Your container was not started within {self.server_start_timeout} seconds: "
+                    "please try again, or ask an admin to look at the hub's log."
+                ) from None
+            url = f"http://{ip}:{port}{url_path_join(self.server.base_url, 'api')}"  # type: ignore[attr-defined]
+            answered = await self._wait_until_answers(url, min(self.turn_seconds, self._left(began)))
+        # Still silent after its turn: slow rather than busy (or a home's config that
+        # sleeps): it waits on outside the line, and the next in line starts.
+        if not answered:
+            await self._wait_until_answers(url, self._left(began))
+        return ip_port
+
+    def _left(self, began: float) -> float:
         # Within start_timeout, which JupyterHub puts around start(): a server slower
         # than that still gets JupyterHub's own wait of http_timeout that follows, as
         # without this mixin.
-        left = self.server_start_timeout - (loop.time() - began) - START_TIMEOUT_MARGIN
-        await wait_until_answers(
-            url,
-            min(self.http_timeout, left),  # type: ignore[attr-defined]
-            self.ready_poll_interval,
-            self.ready_poll_max_interval,
-            self.start_failure,
+        elapsed = asyncio.get_running_loop().time() - began
+        return min(self.http_timeout, self.server_start_timeout - elapsed - START_TIMEOUT_MARGIN)  # type: ignore[attr-defined]
+
+    async def _wait_until_answers(self, url: str, timeout: float) -> bool:
+        return await wait_until_answers(
+            url, timeout, self.ready_poll_interval, self.ready_poll_max_interval, self.start_failure
         )
-        return ip_port
 
     async def start_failure(self) -> str | None:
         """Why the server ended before it answered; None while it runs."""

@@ -12,6 +12,7 @@ limit and the hub's throttle (its cost to the hub's API: `python -m bench signin
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
@@ -154,6 +155,24 @@ spec = "/user/" + {quote(LEGACY, safe="")!r} + "/"
 route = p._dynamic_config_for_route(spec, "http://hub:8081", {{"user": {LEGACY!r}}})
 asyncio.run(p._apply_dynamic_config(*route))
 """
+
+
+def test_the_home_pages_tool_link_of_a_name_with_at_and_dots_starts_that_users_own_server(stack):
+    name = "ada.b@uni.example"  # '@' and '.': what the rule allows beyond letters and digits
+    person = stack.sign_up(name, "ada-b-password")
+    home = person.http.get(f"{stack.url}/hub/home", timeout=30)
+    assert home.status_code == 200
+    (href,) = re.findall(r'id="open-lab"\s+href="([^"]+)"', home.text)
+    link = urlsplit(html.unescape(href))
+    assert link.path == f"/hub/spawn/{name}"
+    assert parse_qs(link.query) == {"next": [f"/user/{quote(name, safe='@')}/lab"]}
+    started = time.monotonic()
+    assert person.http.get(f"{stack.url}{link.path}?{link.query}", timeout=60).status_code == 200
+    try:
+        person.wait_ready("", started)
+        assert person.server_get("api/status").status_code == 200
+    finally:
+        person.stop_server()
 
 
 def test_legacy_user_and_planted_route_are_reported_and_unrouted_at_start(stack, admin):

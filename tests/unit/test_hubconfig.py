@@ -110,6 +110,7 @@ def test_user_servers_follow_the_settings_and_load_no_config_from_homes(tmp_path
     assert (c.DataPoolSpawner.server_start_timeout, c.DataPoolSpawner.http_timeout) == (90, 90)
     assert c.DataPoolSpawner.start_concurrency == 2 * len(os.sched_getaffinity(0))
     assert c.DataPoolSpawner.start_queue_timeout == 600
+    assert c.JupyterHub.concurrent_spawn_limit == 0, "the start line is the limit"
     assert c.DataPoolSpawner.pull_policy == "never"
     assert c.DataPoolSpawner.disable_user_config is True
     assert c.DataPoolSpawner.environment["JUPYTER_CONFIG_DIR"] == "/dev/null"

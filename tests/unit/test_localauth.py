@@ -54,6 +54,10 @@ def test_throttle_backs_off_after_the_free_failures():
     for _ in range(20):
         throttle.failed("ada", now=10)
     assert throttle.wait("ada", now=10) == 300
+    for _ in range(2000):  # a long flood: the back-off stays at its ceiling, it never overflows
+        throttle.failed("ada", now=10)
+    assert throttle.wait("ada", now=10) == 300
+    assert throttle.failures("ada", now=10) == 2026
     assert throttle.wait("bob", now=10) == 0
     # Old failures are forgotten; a success clears a name.
     assert throttle.wait("ada", now=10 + 901) == 0

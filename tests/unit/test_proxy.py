@@ -182,3 +182,20 @@ def test_a_route_only_the_rules_or_only_the_records_have_is_dropped_at_start(tmp
     assert config["jupyterhub"]["routes"] == {}
     assert set(config["http"]["routers"]) == {"dshub-signin"}, "the edge's own rules stay"
     assert config["http"]["services"] == {}
+
+
+def test_at_start_each_route_is_made_anew_from_its_record(tmp_path):
+    """A recorded router whose rule or middlewares someone else wrote does not survive a start."""
+    rules = tmp_path / "rules.toml"
+    traefik, records = route_of(rules, "ada", "http://10.0.0.7:8888")
+    router = generate_alias("/user/ada/", "router")
+    traefik["http"]["routers"][router].update(rule="PathPrefix(`/`)", priority=99999, middlewares=["evil"])
+    rules.write_text(toml_dumps(traefik))
+    (tmp_path / ".records").mkdir()
+    (tmp_path / ".records" / "rules.toml.json").write_text(json.dumps(records))
+    loaded = in_loop(lambda: proxy_on(rules).dynamic_config)["http"]["routers"][router]
+    assert loaded == {
+        "rule": generate_rule("/user/ada/"),
+        "service": generate_alias("/user/ada/", "service"),
+        "entryPoints": ["http"],
+    }

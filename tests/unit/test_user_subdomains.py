@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 from jupyterhub.utils import subdomain_hook_idna
-from jupyterhub_traefik_proxy.traefik_utils import deep_merge, generate_rule
+from jupyterhub_traefik_proxy.traefik_utils import deep_merge, generate_alias, generate_rule
 
 from spawner.config import settings as s
 from spawner.core.names import is_valid_username
@@ -129,20 +129,22 @@ def test_edge_rules_of_the_last_start_go_when_the_settings_drop_them(tmp_path):
     rules = tmp_path / "rules.toml"
     user_route = f"{user_label('ada.l')}.{HUB}/user/ada.l/"
     hub_host_only = hub_pages_only_on_hub_host(f"https://{HUB}", "http")
-    last_start = deep_merge(
-        deep_merge(sign_in_rate_limit(20, "http", "http://hub:8081"), hub_host_only),
-        {
-            "http": {
-                "routers": {"router_ada": {"rule": generate_rule(user_route), "service": "service_ada"}},
-                "services": {"service_ada": {"loadBalancer": {"servers": [{"url": "http://10.0.0.7:8888"}]}}},
+    router, service = generate_alias(user_route, "router"), generate_alias(user_route, "service")
+    ada = {
+        "http": {
+            "routers": {
+                router: {"rule": generate_rule(user_route), "service": service, "entryPoints": ["http"]}
             },
-            "jupyterhub": {
-                "routes": {
-                    "router_ada": {"routespec": user_route, "router": "router_ada", "service": "service_ada"}
-                }
-            },
+            "services": {service: {"loadBalancer": {"servers": [{"url": "http://10.0.0.7:8888"}]}}},
         },
-    )
+        "jupyterhub": {
+            "routes": {
+                router: {"routespec": user_route, "target": "http://10.0.0.7:8888", "data": {"user": "ada.l"}}
+                | {"router": router, "service": service}
+            }
+        },
+    }
+    last_start = deep_merge(deep_merge(sign_in_rate_limit(20, "http", "http://hub:8081"), hub_host_only), ada)
     rules.write_text(toml_dumps(last_start))
 
     async def start_without_per_user_origins() -> None:
@@ -157,9 +159,9 @@ def test_edge_rules_of_the_last_start_go_when_the_settings_drop_them(tmp_path):
 
     asyncio.run(start_without_per_user_origins())
     http = tomllib.loads(rules.read_text())["http"]
-    assert set(http["routers"]) == {"route_api", "dshub-signin", "router_ada"}
+    assert set(http["routers"]) == {"route_api", "dshub-signin", router}
     assert set(http["middlewares"]) == {"auth_api", "dshub-signin-rate"}
-    assert set(http["services"]) == {"dshub-signin-hub", "service_ada"}
+    assert set(http["services"]) == {"dshub-signin-hub", service}
 
 
 def test_subdomains_are_off_by_default():
