@@ -8,6 +8,7 @@ an admin service token.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ from tests.support.hub import HubSession
 from tests.support.stack import COMPOSE_BIN, REPO, free_port
 
 HERE = Path(__file__).parent / "reference"
+
+
+def jupyterlab_version() -> str:
+    """The JupyterLab release the lab image pins: the minimal image installs the same."""
+    pins = (REPO / "images" / "lab" / "requirements.txt").read_text()
+    match = re.search(r"^jupyterlab==(\S+)$", pins, re.MULTILINE)
+    if not match:
+        raise RuntimeError("images/lab/requirements.txt pins no jupyterlab==<version>")
+    return match[1]
 
 
 @dataclass
@@ -50,6 +60,7 @@ class Reference:
             "BENCH_HTTP_TIMEOUT": str(self.http_timeout),
             "BASE_IMAGE": base.base_image,
             "BENCH_CA_BUNDLE": str(base.build_ca_bundle),
+            "BENCH_JUPYTERLAB_VERSION": jupyterlab_version(),
         }
         cmd = [str(COMPOSE_BIN), "--project-directory", str(HERE), "-f", str(HERE / "compose.yaml"), *args]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -58,8 +69,8 @@ class Reference:
         return result
 
     def build(self) -> None:
-        """The reference hub's image and the load generator's (dshub/bench-*)."""
-        self.compose("--profile", "tools", "build", "hub", "wrk")
+        """The reference hub's image and the tools' (dshub/bench-*): load generator, minimal JupyterLab."""
+        self.compose("--profile", "tools", "build", "hub", "wrk", "minimal-lab")
 
     def up(self, timeout: float = 120) -> None:
         self.compose("up", "-d")
