@@ -1,0 +1,451 @@
+"""Time to the launcher: from pressing "Sign in" in Chromium until JupyterLab's launcher shows.
+
+Real parts only: a dshub stack and the reference deployment (bench/reference/), both
+with the lab image, and headless Chromium through Playwright (tests/support/browser.py),
+each sample in a browser context of its own (a person who is signed out).
+
+* **First sign-in**, each sample a new user. dshub: a user the admin added (API), who
+  signs in with their one-time initial password; the hub answers with the same form
+  asking for a password of their own, which they type with the initial one again and
+  press "Sign in" a second time. The reference (FirstUseAuthenticator): the first
+  sign-in sets the password, one form. The clock runs from the (first) press until
+  the launcher shows, except while the bench types into dshub's second form (a few
+  tens of ms, kept in the CSV as ``typing_s``): what is timed is the systems' time,
+  not a person's typing.
+* **Returning user**: the same user, their server stopped through the API, in a new
+  browser context, signs in with their own password: from the press until the launcher
+  shows.
+* **VS Code from the home page** (dshub only, datascience stack: the lab image has no
+  code-server): one user, with a file the bench put in their home (through the server's
+  contents API), who opened VS Code once before the samples (code-server's first start
+  in a home sets up its data there, once in a user's life). Each sample: their server
+  stopped, a new context signed in to /hub/home, then (a) from clicking the home page's
+  "VS Code" button until the workbench is usable, the server starting on the way;
+  (b) the server now running: the same from /hub/home again; (c) the baseline, the
+  running server's VS Code URL opened directly (as typed into the address bar) from
+  /hub/home. (b) and (c) alternate their order sample by sample and both find the
+  browser's cache as (a) left it. The server is stopped through the API after each sample.
+
+When the launcher "shows": the launcher's Notebook tile (what a person clicks first)
+is laid out and visible and JupyterLab's splash screen, which covers the page while
+Lab loads, has been removed (it fades for 200 ms first; the same for both systems).
+When VS Code is "usable": code-server's workbench is rendered and its file explorer
+shows the bench's file: the explorer lists the home folder only once the workbench
+has its connection to the code-server backend in the user's server and reads files
+through it. Both are checked in the page at every animation frame: the clock's
+resolution is about one frame (17 ms). A press is one mouse click at the button's
+centre, after the button is on the page (Playwright's checks before a click are not
+timed).
+
+The systems alternate sample by sample (dshub, reference, dshub, ...), and each sample
+starts with no user server of either system running. Where the time goes, per sample:
+until the hub's spawn-pending page shows, until the first page the user's server
+serves, and the rest (Lab or the workbench loading). Every figure is on all samples;
+a sample that fails raises (the section then says "Not measured").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from playwright.sync_api import Browser, Frame, Locator, Page, sync_playwright
+
+from bench.common import (
+    admin_session,
+    make_users,
+    p50,
+    p95,
+    stack,
+    stop_server,
+    table,
+    user_image,
+    verdict,
+    wait_until,
+)
+from bench.reference import Reference
+from tests.support.browser import launch, new_page, wait_for_settled_interfaces
+from tests.support.hub import HubSession
+
+# The report's section (`make bench` replaces it, also with a failed run's "not measured").
+TITLE = "## Time to the launcher"
+
+SAMPLES = 8
+TARGET_REFERENCE = 0.7  # p50 dshub / p50 reference, first sign-in and returning user
+PASSWORD = "launcher-password-1"  # noqa: S105 -- the bench users' own
+# Longest a sample may take before it counts as failed (a start on a busy machine included).
+SAMPLE_TIMEOUT_MS = 180_000
+VSCODE_USER = "coder"
+VSCODE_FILE = "launcher-bench.txt"
+FIRST, RETURNING = "first sign-in", "returning user"
+STOPPED, RUNNING, DIRECT = "stopped, button", "running, button", "running, URL typed"
+
+# True once the launcher shows (see the module's docstring).
+LAUNCHER_SHOWN = """
+(prefix) => {
+  if (!location.pathname.startsWith(prefix)) return false;
+  if (document.getElementById("jupyterlab-splash")) return false;
+  const tile = document.querySelector('.jp-Launcher .jp-LauncherCard[data-category="Notebook"]');
+  if (!tile || !tile.checkVisibility()) return false;
+  const box = tile.getBoundingClientRect();
+  return box.width > 0 && box.height > 0;
+}
+"""
+# True once VS Code's explorer lists the file (see the module's docstring).
+WORKBENCH_USABLE = """
+([prefix, file]) => {
+  if (!location.pathname.startsWith(prefix)) return false;
+  if (!document.querySelector(".monaco-workbench")) return false;
+  const item = [...document.querySelectorAll('[role="treeitem"]')]
+    .find((e) => e.getAttribute("aria-label") === file);
+  if (!item || !item.checkVisibility()) return false;
+  const box = item.getBoundingClientRect();
+  return box.width > 0 && box.height > 0;
+}
+"""
+# dshub's login form, after a correct initial password: it asks for the user's own.
+SECOND_FORM_SHOWN = """
+() => {
+  const field = document.getElementById("new_password_input");
+  return !!field && field.checkVisibility();
+}
+"""
+
+
+@dataclass
+class Hub:
+    """One system under test: where the browser reaches it, and an admin's API session."""
+
+    system: str
+    url: str
+    admin: HubSession
+    # dshub: each new user's one-time initial password; the reference has none.
+    initial: dict[str, str] = field(default_factory=dict)
+
+
+class Clock:
+    """One sample's clock in one page: from the first press until stop(), less the bench's typing.
+
+    It also notes, on the same clock, when the main frame first showed the hub's
+    spawn-pending page and the first page of the user's server.
+    """
+
+    def __init__(self, page: Page, user: str) -> None:
+        self.page = page
+        self.server_prefix = f"/user/{user}/"
+        self.started: float | None = None
+        self.typing = 0.0
+        self._typing_since: float | None = None
+        self.marks: dict[str, float] = {}
+        page.on("framenavigated", self._navigated)
+
+    def elapsed(self) -> float:
+        assert self.started is not None, "the clock has not started"
+        return time.monotonic() - self.started - self.typing
+
+    def press(self, button: Locator) -> None:
+        """Start (or resume) the clock and click the button once, at its centre."""
+        button.wait_for(state="visible")
+        box = button.bounding_box()
+        assert box is not None, "the button is not on the page"
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        elif self._typing_since is not None:
+            self.typing += now - self._typing_since
+            self._typing_since = None
+        self.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    def open(self, url: str) -> None:
+        """Start the clock and open url, as typed into the address bar."""
+        self.started = time.monotonic()
+        self.page.goto(url, wait_until="commit")
+
+    def pause(self, mark: str) -> None:
+        """The page waits for the bench to type: the clock stops until the next press."""
+        self.marks[mark] = self.elapsed()
+        self._typing_since = time.monotonic()
+
+    def _navigated(self, frame: Frame) -> None:
+        if self.started is None or self._typing_since is not None or frame != self.page.main_frame:
+            return
+        path = urlsplit(frame.url).path
+        if path.startswith("/hub/spawn-pending/"):
+            self.marks.setdefault("pending", self.elapsed())
+        elif path.startswith(self.server_prefix):
+            self.marks.setdefault("server", self.elapsed())
+
+    def row(self, **fields: Any) -> dict[str, object]:
+        """The sample, with the clock stopped now."""
+        seconds = self.elapsed()
+        self.page.remove_listener("framenavigated", self._navigated)
+        pending, server = self.marks.get("pending"), self.marks.get("server")
+        assert server is not None, "the user's server never served a page to the browser"
+        return {
+            **fields,
+            "seconds": round(seconds, 3),
+            # Until the spawn-pending page (where there is one), until the server's first
+            # page, then the page itself loading.
+            "to_pending_s": "" if pending is None else round(pending, 3),
+            "to_server_page_s": round(server, 3),
+            "page_load_s": round(seconds - server, 3),
+            "new_password_form_s": round(self.marks["form"], 3) if "form" in self.marks else "",
+            "typing_s": round(self.typing, 3),
+        }
+
+
+@contextmanager
+def person(browser: Browser) -> Iterator[Page]:
+    """A page in a browser context of its own (a person, signed out), closed afterwards."""
+    page = new_page(browser)
+    try:
+        yield page
+    finally:
+        page.context.close()
+
+
+def login_form(page: Page, url: str, name: str, next_path: str = "") -> None:
+    """The hub's login page with the name filled in (not timed)."""
+    page.goto(f"{url}/hub/login" + (f"?next={next_path}" if next_path else ""))
+    page.get_by_label("Username").fill(name)
+    # A container started or stopped just before changes this host's interfaces; the
+    # browser must not take that for a network change in the middle of the sample.
+    wait_for_settled_interfaces()
+
+
+def launcher_shown(page: Page, name: str) -> None:
+    page.wait_for_function(LAUNCHER_SHOWN, arg=f"/user/{name}/lab", polling="raf", timeout=SAMPLE_TIMEOUT_MS)
+
+
+def first_sign_in(browser: Browser, hub: Hub, name: str, sample: int) -> dict[str, object]:
+    with person(browser) as page:
+        login_form(page, hub.url, name)
+        clock = Clock(page, name)
+        sign_in = page.get_by_role("button", name="Sign in")
+        initial = hub.initial.get(name)
+        page.locator("#password_input").fill(PASSWORD if initial is None else initial)
+        clock.press(sign_in)
+        if initial is not None:
+            page.wait_for_function(SECOND_FORM_SHOWN, polling="raf", timeout=SAMPLE_TIMEOUT_MS)
+            clock.pause("form")
+            page.locator("#new_password_input").fill(PASSWORD)
+            page.locator("#password_input").fill(initial)
+            clock.press(sign_in)
+        launcher_shown(page, name)
+        return clock.row(case=FIRST, system=hub.system, sample=sample, user=name)
+
+
+def returning(browser: Browser, hub: Hub, name: str, sample: int) -> dict[str, object]:
+    with person(browser) as page:
+        login_form(page, hub.url, name)
+        clock = Clock(page, name)
+        page.locator("#password_input").fill(PASSWORD)
+        clock.press(page.get_by_role("button", name="Sign in"))
+        launcher_shown(page, name)
+        return clock.row(case=RETURNING, system=hub.system, sample=sample, user=name)
+
+
+def lab_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
+    """First sign-ins and returns, dshub and the reference alternating, same lab image."""
+    names = [f"person{i}" for i in range(samples)]
+    rows: list[dict[str, object]] = []
+    with stack({"DSHUB_USER_IMAGE": user_image("lab")}) as s:
+        reference = Reference(user_image=user_image("lab"))
+        try:
+            reference.up()
+            admin = admin_session(s)
+            make_users(admin, names)
+            dshub = Hub("dshub", s.url, admin, {name: s.initial_password(name) for name in names})
+            # The reference's users come into being at their first sign-in.
+            hubs = (dshub, Hub("reference", reference.url, reference.admin()))
+            for i, name in enumerate(names):
+                for sample in (first_sign_in, returning):
+                    for hub in hubs:
+                        rows.append(sample(browser, hub, name, i))
+                        stop_server(hub.admin, name)
+        finally:
+            reference.destroy()
+    return rows
+
+
+def home_has_vscode(person_session: HubSession) -> bool:
+    """Whether the home page offers VS Code (the hub looks inside the image at its start)."""
+    home = person_session.http.get(f"{person_session.base_url}/hub/home", timeout=30)
+    return home.status_code == 200 and 'id="open-vscode"' in home.text
+
+
+def signed_in(page: Page, url: str, name: str, next_path: str) -> None:
+    """Signs in with the login form and goes on to next_path (not timed)."""
+    login_form(page, url, name, next_path=next_path)
+    page.locator("#password_input").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def workbench_usable(page: Page, name: str) -> None:
+    page.wait_for_function(
+        WORKBENCH_USABLE,
+        arg=[f"/user/{name}/vscode/", VSCODE_FILE],
+        polling="raf",
+        timeout=SAMPLE_TIMEOUT_MS,
+    )
+
+
+def vscode_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
+    """The home page's VS Code button, stopped and running server, and the URL typed."""
+    name = VSCODE_USER
+    rows: list[dict[str, object]] = []
+    with stack({"DSHUB_USER_IMAGE": user_image("datascience")}) as s:
+        admin = admin_session(s)
+        make_users(admin, [name])
+        user = s.first_sign_in(name, PASSWORD)
+        user.start_server(timeout=300)
+        put = user.bare.put(
+            f"{s.url}/user/{name}/api/contents/{VSCODE_FILE}",
+            headers={"Authorization": f"token {user.token}"},
+            json={"type": "file", "format": "text", "content": "written by the bench\n"},
+            timeout=30,
+        )
+        assert put.status_code == 201, put.text
+        # Once in VS Code before the samples (not timed): code-server's first start in a
+        # home sets up its data there, once in a user's life; every sample is of a user
+        # who has used VS Code before.
+        with person(browser) as page:
+            signed_in(page, s.url, name, f"/user/{name}/vscode/")
+            workbench_usable(page, name)
+        stop_server(admin, name)
+        wait_until(lambda: home_has_vscode(user), 120, 1, "the home page's VS Code button")
+        for i in range(samples):
+            with person(browser) as page:
+                signed_in(page, s.url, name, "/hub/home")
+                page.wait_for_url(f"{s.url}/hub/home")
+                running = (RUNNING, DIRECT) if i % 2 == 0 else (DIRECT, RUNNING)
+                for case in (STOPPED, *running):
+                    if case != STOPPED:
+                        page.goto(f"{s.url}/hub/home")
+                        wait_for_settled_interfaces()
+                    clock = Clock(page, name)
+                    if case == DIRECT:
+                        clock.open(f"{s.url}/user/{name}/vscode/")
+                    else:
+                        clock.press(page.locator("#open-vscode"))
+                    workbench_usable(page, name)
+                    rows.append(clock.row(case=case, system="dshub", sample=i, user=name))
+            stop_server(admin, name)
+    return rows
+
+
+def measure(samples: int) -> list[dict[str, object]]:
+    with sync_playwright() as playwright:
+        browser = launch(playwright.chromium)
+        try:
+            return lab_rows(browser, samples) + vscode_rows(browser, samples)
+        finally:
+            browser.close()
+
+
+def seconds_of(rows: list[dict[str, object]], case: str, system: str, key: str = "seconds") -> list[float]:
+    return [float(r[key]) for r in rows if r["case"] == case and r["system"] == system and r[key] != ""]
+
+
+def report(rows: list[dict[str, object]], samples: int) -> str:
+    lines = [
+        TITLE,
+        "",
+        'Headless Chromium, a new browser context per sample: from pressing "Sign in" until',
+        "JupyterLab's launcher shows (its Notebook tile laid out, the splash screen gone), same lab",
+        "image, dshub and the reference alternating sample by sample, no user server running when a",
+        "sample starts. First sign-in: a new user (dshub: the admin added them, they sign in with the",
+        "initial password and choose their own on the form the hub then shows, the bench's typing",
+        "not timed; reference: the first sign-in sets the password). Returning user: the same user,",
+        f"their server stopped through the API, signed out. {samples} samples per case and system;",
+        "seconds, all samples (p95: nearest rank, so of fewer than 20 samples their largest).",
+        "",
+    ]
+    body = []
+    verdicts = []
+    for case in (FIRST, RETURNING):
+        mine, theirs = seconds_of(rows, case, "dshub"), seconds_of(rows, case, "reference")
+        ratio = p50(mine) / p50(theirs)
+        for system, values in (("dshub", mine), ("reference", theirs)):
+            check = f"≤ {TARGET_REFERENCE}: {verdict(ratio, TARGET_REFERENCE)}" if system == "dshub" else ""
+            body.append(
+                [
+                    case,
+                    system,
+                    len(values),
+                    f"{p50(values):.2f}",
+                    f"{p95(values):.2f}",
+                    f"{ratio:.2f}" if system == "dshub" else "",
+                    check,
+                ]
+            )
+        verdicts.append(
+            f"- {case}: p50 {p50(mine):.2f} s vs the reference's {p50(theirs):.2f} s = **{ratio:.2f}x** "
+            f"(target ≤ {TARGET_REFERENCE}x: {verdict(ratio, TARGET_REFERENCE)}); p95 {p95(mine):.2f} vs "
+            f"{p95(theirs):.2f} s"
+        )
+    lines += table(["case", "system", "samples", "p50 s", "p95 s", "p50 / reference", "target"], body)
+    lines += ["", *verdicts, "", "Where the time goes (p50 of each part, seconds):", ""]
+    parts = []
+    for case in (FIRST, RETURNING, STOPPED, RUNNING, DIRECT):
+        for system in ("dshub", "reference"):
+            total = seconds_of(rows, case, system)
+            if not total:
+                continue
+            pending = seconds_of(rows, case, system, "to_pending_s")
+            server = seconds_of(rows, case, system, "to_server_page_s")
+            form = seconds_of(rows, case, system, "new_password_form_s")
+            parts.append(
+                [
+                    case,
+                    system,
+                    f"{p50(form):.2f}" if form else "-",
+                    f"{p50(pending):.2f}" if pending else "-",
+                    f"{p50(server):.2f}",
+                    f"{p50(seconds_of(rows, case, system, 'page_load_s')):.2f}",
+                    f"{p50(total):.2f}",
+                ]
+            )
+    lines += table(
+        [
+            "case",
+            "system",
+            "new-password form shown",
+            "spawn-pending page shown",
+            "server's first page",
+            "then the page loading",
+            "total",
+        ],
+        parts,
+    )
+    stopped, button, direct = (seconds_of(rows, case, "dshub") for case in (STOPPED, RUNNING, DIRECT))
+    lines += [
+        "",
+        "VS Code from the hub's home page (dshub, datascience image): from clicking the home page's",
+        '"VS Code" button until the workbench is usable (code-server\'s explorer lists a file the bench',
+        "put in the user's home); baseline: the running server's VS Code URL opened directly. One user,",
+        "a new browser context per sample, the server stopped after each.",
+        "",
+    ]
+    lines += table(
+        ["VS Code", "samples", "p50 s", "p95 s"],
+        [
+            [case, len(v), f"{p50(v):.2f}", f"{p95(v):.2f}"]
+            for case, v in ((STOPPED, stopped), (RUNNING, button), (DIRECT, direct))
+        ],
+    )
+    lines += [
+        "",
+        f"The button's way on a running server (the hub's spawn page, which sends a running server on): "
+        f"p50 {p50(button) - p50(direct):+.2f} s, p95 {p95(button) - p95(direct):+.2f} s over the URL typed.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run(samples: int = SAMPLES) -> tuple[str, list[dict[str, object]]]:
+    rows = measure(samples)
+    return report(rows, samples), rows
