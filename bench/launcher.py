@@ -46,10 +46,12 @@ a sample that fails raises (the section then says "Not measured").
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +72,7 @@ from bench.common import (
 from bench.reference import Reference
 from tests.support.browser import launch, new_page, wait_for_settled_interfaces
 from tests.support.hub import HubSession
+from tests.support.stack import REPO
 
 # The report's section (`make bench` replaces it, also with a failed run's "not measured").
 TITLE = "## Time to the launcher"
@@ -79,6 +82,8 @@ TARGET_REFERENCE = 0.7  # p50 dshub / p50 reference, first sign-in and returning
 PASSWORD = "launcher-password-1"  # noqa: S105 -- the bench users' own
 # Longest a sample may take before it counts as failed (a start on a busy machine included).
 SAMPLE_TIMEOUT_MS = 180_000
+# Where a failed sample's screenshot goes.
+FAILURES = REPO / "build" / "bench"
 VSCODE_USER = "coder"
 VSCODE_FILE = "launcher-bench.txt"
 FIRST, RETURNING = "first sign-in", "returning user"
@@ -128,7 +133,7 @@ class Hub:
 
 
 class Clock:
-    """One sample's clock in one page: from the first press until stop(), less the bench's typing.
+    """One sample's clock in one page: from the first press until row(), less the bench's typing.
 
     It also notes, on the same clock, when the main frame first showed the hub's
     spawn-pending page and the first page of the user's server.
@@ -198,12 +203,41 @@ class Clock:
         }
 
 
+def progress(row: dict[str, object]) -> dict[str, object]:
+    """A sample, also shown as it is taken (a run takes minutes)."""
+    print(
+        f"bench: launcher: {row['system']} {row['case']} {row['user']}: {row['seconds']} s", file=sys.stderr
+    )
+    return row
+
+
 @contextmanager
-def person(browser: Browser) -> Iterator[Page]:
-    """A page in a browser context of its own (a person, signed out), closed afterwards."""
+def person(browser: Browser, what: str) -> Iterator[Page]:
+    """A page in a browser context of its own (a person, signed out), closed afterwards.
+
+    When what the page is for fails, the error says where the page was and how it got
+    there, and a screenshot of it is kept under build/bench/.
+    """
     page = new_page(browser)
+    opened = time.monotonic()
+    trail: list[str] = []
+
+    def navigated(frame: Frame) -> None:
+        if frame == page.main_frame:
+            trail.append(f"{time.monotonic() - opened:7.2f} s {frame.url}")
+
+    page.on("framenavigated", navigated)
     try:
         yield page
+    except Exception as error:
+        shot = FAILURES / f"launcher-failed-{'-'.join(what.split())}.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            page.screenshot(path=str(shot))
+        except Exception as no_shot:  # the page may be gone: the error says so, the trail stays
+            shot = Path(f"(none: {no_shot})")
+        pages = "\n".join(trail[-15:])
+        raise RuntimeError(f"{what}: failed at {page.url}; screenshot {shot}; pages:\n{pages}") from error
     finally:
         page.context.close()
 
@@ -222,7 +256,7 @@ def launcher_shown(page: Page, name: str) -> None:
 
 
 def first_sign_in(browser: Browser, hub: Hub, name: str, sample: int) -> dict[str, object]:
-    with person(browser) as page:
+    with person(browser, f"{hub.system} first sign-in {name}") as page:
         login_form(page, hub.url, name)
         clock = Clock(page, name)
         sign_in = page.get_by_role("button", name="Sign in")
@@ -240,7 +274,7 @@ def first_sign_in(browser: Browser, hub: Hub, name: str, sample: int) -> dict[st
 
 
 def returning(browser: Browser, hub: Hub, name: str, sample: int) -> dict[str, object]:
-    with person(browser) as page:
+    with person(browser, f"{hub.system} returning {name}") as page:
         login_form(page, hub.url, name)
         clock = Clock(page, name)
         page.locator("#password_input").fill(PASSWORD)
@@ -265,7 +299,7 @@ def lab_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
             for i, name in enumerate(names):
                 for sample in (first_sign_in, returning):
                     for hub in hubs:
-                        rows.append(sample(browser, hub, name, i))
+                        rows.append(progress(sample(browser, hub, name, i)))
                         stop_server(hub.admin, name)
         finally:
             reference.destroy()
@@ -313,13 +347,13 @@ def vscode_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
         # Once in VS Code before the samples (not timed): code-server's first start in a
         # home sets up its data there, once in a user's life; every sample is of a user
         # who has used VS Code before.
-        with person(browser) as page:
+        with person(browser, "VS Code first use") as page:
             signed_in(page, s.url, name, f"/user/{name}/vscode/")
             workbench_usable(page, name)
         stop_server(admin, name)
         wait_until(lambda: home_has_vscode(user), 120, 1, "the home page's VS Code button")
         for i in range(samples):
-            with person(browser) as page:
+            with person(browser, f"VS Code sample {i}") as page:
                 signed_in(page, s.url, name, "/hub/home")
                 page.wait_for_url(f"{s.url}/hub/home")
                 running = (RUNNING, DIRECT) if i % 2 == 0 else (DIRECT, RUNNING)
@@ -333,7 +367,7 @@ def vscode_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
                     else:
                         clock.press(page.locator("#open-vscode"))
                     workbench_usable(page, name)
-                    rows.append(clock.row(case=case, system="dshub", sample=i, user=name))
+                    rows.append(progress(clock.row(case=case, system="dshub", sample=i, user=name)))
             stop_server(admin, name)
     return rows
 
