@@ -293,7 +293,7 @@ def lab_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
             reference.up()
             admin = admin_session(s)
             make_users(admin, names)
-            dshub = Hub("dshub", s.url, admin, {name: s.initial_password(name) for name in names})
+            dshub = Hub("dshub", s.url, admin, s.initial_passwords(names))
             # The reference's users come into being at their first sign-in.
             hubs = (dshub, Hub("reference", reference.url, reference.admin()))
             for i, name in enumerate(names):
