@@ -38,10 +38,13 @@ centre, after the button is on the page (Playwright's checks before a click are 
 timed).
 
 The systems alternate sample by sample (dshub, reference, dshub, ...), and each sample
-starts with no user server of either system running. Where the time goes, per sample:
-until the hub's spawn-pending page shows, until the first page the user's server
-serves, and the rest (Lab or the workbench loading). Every figure is on all samples;
-a sample that fails raises (the section then says "Not measured").
+starts with no user server of either system running. Where the time goes, per sample,
+on its clock: dshub's new-password form shown, the hub's spawn-pending page shown, the
+browser's first request for a page of the user's server (the hub said it is ready),
+that server's first page shown (after the redirects of its sign-in with the hub, and
+code-server's start when VS Code was not running); the rest is Lab or the workbench
+loading. Every figure is on all samples; a sample that fails raises (the section then
+says "Not measured").
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser, Frame, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Frame, Locator, Page, Request, sync_playwright
 
 from bench.common import (
     admin_session,
@@ -87,6 +90,13 @@ FAILURES = REPO / "build" / "bench"
 VSCODE_USER = "coder"
 VSCODE_FILE = "launcher-bench.txt"
 FIRST, RETURNING = "first sign-in", "returning user"
+# A sample's marks on its clock (its CSV columns) and their titles in the report.
+MARKS = {
+    "new_password_form_s": "new-password form shown",
+    "to_pending_s": "spawn-pending page shown",
+    "to_server_s": "sent to the server",
+    "to_server_page_s": "server's first page",
+}
 STOPPED, RUNNING, DIRECT = "stopped, button", "running, button", "running, URL typed"
 
 # True once the launcher shows (see the module's docstring).
@@ -136,7 +146,7 @@ class Clock:
     """One sample's clock in one page: from the first press until row(), less the bench's typing.
 
     It also notes, on the same clock, when the main frame first showed the hub's
-    spawn-pending page and the first page of the user's server.
+    spawn-pending page, first asked for a page of the user's server and first showed one.
     """
 
     def __init__(self, page: Page, user: str) -> None:
@@ -147,6 +157,7 @@ class Clock:
         self._typing_since: float | None = None
         self.marks: dict[str, float] = {}
         page.on("framenavigated", self._navigated)
+        page.on("request", self._requested)
 
     def elapsed(self) -> float:
         assert self.started is not None, "the clock has not started"
@@ -175,30 +186,52 @@ class Clock:
         self.marks[mark] = self.elapsed()
         self._typing_since = time.monotonic()
 
+    def _running(self) -> bool:
+        return self.started is not None and self._typing_since is None
+
     def _navigated(self, frame: Frame) -> None:
-        if self.started is None or self._typing_since is not None or frame != self.page.main_frame:
+        if not self._running() or frame != self.page.main_frame:
             return
         path = urlsplit(frame.url).path
         if path.startswith("/hub/spawn-pending/"):
             self.marks.setdefault("pending", self.elapsed())
         elif path.startswith(self.server_prefix):
-            self.marks.setdefault("server", self.elapsed())
+            self.marks.setdefault("server page", self.elapsed())
+
+    def _requested(self, request: Request) -> None:
+        # The browser's first request of a page of the user's server: the hub has said the
+        # server is ready (or sent a running one on), or the URL was typed.
+        if (
+            not self._running()
+            or not request.is_navigation_request()
+            or request.frame != self.page.main_frame
+        ):
+            return
+        if urlsplit(request.url).path.startswith(self.server_prefix):
+            self.marks.setdefault("sent", self.elapsed())
 
     def row(self, **fields: Any) -> dict[str, object]:
         """The sample, with the clock stopped now."""
         seconds = self.elapsed()
         self.page.remove_listener("framenavigated", self._navigated)
-        pending, server = self.marks.get("pending"), self.marks.get("server")
-        assert server is not None, "the user's server never served a page to the browser"
+        self.page.remove_listener("request", self._requested)
+        sent, page = self.marks.get("sent"), self.marks.get("server page")
+        assert sent is not None and page is not None, "the user's server never served a page to the browser"
+
+        def mark(name: str) -> object:
+            return round(self.marks[name], 3) if name in self.marks else ""
+
         return {
             **fields,
             "seconds": round(seconds, 3),
-            # Until the spawn-pending page (where there is one), until the server's first
-            # page, then the page itself loading.
-            "to_pending_s": "" if pending is None else round(pending, 3),
-            "to_server_page_s": round(server, 3),
-            "page_load_s": round(seconds - server, 3),
-            "new_password_form_s": round(self.marks["form"], 3) if "form" in self.marks else "",
+            # On the same clock: dshub's new-password form shown, the spawn-pending page
+            # shown (where there is one), the browser sent to the user's server, the
+            # server's first page; then that page loading until the end.
+            "new_password_form_s": mark("form"),
+            "to_pending_s": mark("pending"),
+            "to_server_s": mark("sent"),
+            "to_server_page_s": mark("server page"),
+            "page_load_s": round(seconds - page, 3),
             "typing_s": round(self.typing, 3),
         }
 
@@ -423,46 +456,37 @@ def report(rows: list[dict[str, object]], samples: int) -> str:
             f"{p95(theirs):.2f} s"
         )
     lines += table(["case", "system", "samples", "p50 s", "p95 s", "p50 / reference", "target"], body)
-    lines += ["", *verdicts, "", "Where the time goes (p50 of each part, seconds):", ""]
+    lines += [
+        "",
+        *verdicts,
+        "",
+        "Where the time goes: p50 of each mark on the sample's clock (from the press), then of the",
+        "server's page loading until the end; seconds. *Sent to the server*: the browser's first",
+        "request for a page of the user's server (the hub said it is ready, or sent a running one",
+        "on); *server's first page*: the first such page shown, after the redirects of the server's",
+        "sign-in with the hub (and, for VS Code, code-server starting if it was not running).",
+        "",
+    ]
     parts = []
     for case in (FIRST, RETURNING, STOPPED, RUNNING, DIRECT):
         for system in ("dshub", "reference"):
             total = seconds_of(rows, case, system)
             if not total:
                 continue
-            pending = seconds_of(rows, case, system, "to_pending_s")
-            server = seconds_of(rows, case, system, "to_server_page_s")
-            form = seconds_of(rows, case, system, "new_password_form_s")
-            parts.append(
-                [
-                    case,
-                    system,
-                    f"{p50(form):.2f}" if form else "-",
-                    f"{p50(pending):.2f}" if pending else "-",
-                    f"{p50(server):.2f}",
-                    f"{p50(seconds_of(rows, case, system, 'page_load_s')):.2f}",
-                    f"{p50(total):.2f}",
-                ]
-            )
-    lines += table(
-        [
-            "case",
-            "system",
-            "new-password form shown",
-            "spawn-pending page shown",
-            "server's first page",
-            "then the page loading",
-            "total",
-        ],
-        parts,
-    )
+            row: list[object] = [case, system]
+            for key in (*MARKS, "page_load_s"):
+                values = seconds_of(rows, case, system, key)
+                row.append(f"{p50(values):.2f}" if values else "-")
+            parts.append([*row, f"{p50(total):.2f}"])
+    lines += table(["case", "system", *MARKS.values(), "then the page loading", "total"], parts)
     stopped, button, direct = (seconds_of(rows, case, "dshub") for case in (STOPPED, RUNNING, DIRECT))
     lines += [
         "",
         "VS Code from the hub's home page (dshub, datascience image): from clicking the home page's",
         '"VS Code" button until the workbench is usable (code-server\'s explorer lists a file the bench',
         "put in the user's home); baseline: the running server's VS Code URL opened directly. One user,",
-        "a new browser context per sample, the server stopped after each.",
+        "a new browser context per sample, the server stopped after each: the stopped case finds the",
+        "browser's cache empty, the two running cases (alternating in order) as it left it.",
         "",
     ]
     lines += table(
