@@ -99,20 +99,29 @@ MARKS = {
 }
 STOPPED, RUNNING, DIRECT = "stopped, button", "running, button", "running, URL typed"
 
+# Seen first in both predicates below: the hub's spawn-pending page once the start failed
+# (JupyterHub turns its bar red and shows why), so that a failed start ends the sample at once.
+START_FAILED = """
+  const bar = document.getElementById("progress-bar");
+  if (location.pathname.startsWith("/hub/spawn-pending/") && bar && bar.classList.contains("bg-danger")) {
+    const message = document.getElementById("progress-message");
+    return {failed: message ? message.textContent.trim() : "(no message)"};
+  }
+"""
 # True once the launcher shows (see the module's docstring).
-LAUNCHER_SHOWN = """
-(prefix) => {
+LAUNCHER_SHOWN = f"""
+(prefix) => {{{START_FAILED}
   if (!location.pathname.startsWith(prefix)) return false;
   if (document.getElementById("jupyterlab-splash")) return false;
   const tile = document.querySelector('.jp-Launcher .jp-LauncherCard[data-category="Notebook"]');
   if (!tile || !tile.checkVisibility()) return false;
   const box = tile.getBoundingClientRect();
   return box.width > 0 && box.height > 0;
-}
+}}
 """
 # True once VS Code's explorer lists the file (see the module's docstring).
-WORKBENCH_USABLE = """
-([prefix, file]) => {
+WORKBENCH_USABLE = f"""
+([prefix, file]) => {{{START_FAILED}
   if (!location.pathname.startsWith(prefix)) return false;
   if (!document.querySelector(".monaco-workbench")) return false;
   const item = [...document.querySelectorAll('[role="treeitem"]')]
@@ -120,7 +129,7 @@ WORKBENCH_USABLE = """
   if (!item || !item.checkVisibility()) return false;
   const box = item.getBoundingClientRect();
   return box.width > 0 && box.height > 0;
-}
+}}
 """
 # dshub's login form, after a correct initial password: it asks for the user's own.
 SECOND_FORM_SHOWN = """
@@ -143,7 +152,7 @@ class Hub:
 
 
 class Clock:
-    """One sample's clock in one page: from the first press until row(), less the bench's typing.
+    """One sample's clock in one page: from the first press until stop(), less the bench's typing.
 
     It also notes, on the same clock, when the main frame first showed the hub's
     spawn-pending page, first asked for a page of the user's server and first showed one.
@@ -153,6 +162,7 @@ class Clock:
         self.page = page
         self.server_prefix = f"/user/{user}/"
         self.started: float | None = None
+        self.stopped: float | None = None
         self.typing = 0.0
         self._typing_since: float | None = None
         self.marks: dict[str, float] = {}
@@ -161,7 +171,10 @@ class Clock:
 
     def elapsed(self) -> float:
         assert self.started is not None, "the clock has not started"
-        return time.monotonic() - self.started - self.typing
+        return (self.stopped or time.monotonic()) - self.started - self.typing
+
+    def stop(self) -> None:
+        self.stopped = time.monotonic()
 
     def press(self, button: Locator) -> None:
         """Start (or resume) the clock and click the button once, at its centre."""
@@ -211,7 +224,8 @@ class Clock:
             self.marks.setdefault("sent", self.elapsed())
 
     def row(self, **fields: Any) -> dict[str, object]:
-        """The sample, with the clock stopped now."""
+        """The sample, its clock stopped."""
+        assert self.stopped is not None, "the clock still runs"
         seconds = self.elapsed()
         self.page.remove_listener("framenavigated", self._navigated)
         self.page.remove_listener("request", self._requested)
@@ -284,8 +298,21 @@ def login_form(page: Page, url: str, name: str, next_path: str = "") -> None:
     wait_for_settled_interfaces()
 
 
-def launcher_shown(page: Page, name: str) -> None:
-    page.wait_for_function(LAUNCHER_SHOWN, arg=f"/user/{name}/lab", polling="raf", timeout=SAMPLE_TIMEOUT_MS)
+def until(page: Page, predicate: str, arg: object, clock: Clock | None) -> None:
+    """Until the predicate holds in the page (checked at every frame), then the clock stops.
+
+    A start that failed on the way (the spawn-pending page says so) raises at once.
+    """
+    outcome = page.wait_for_function(predicate, arg=arg, polling="raf", timeout=SAMPLE_TIMEOUT_MS)
+    if clock is not None:
+        clock.stop()
+    seen = outcome.json_value()
+    if isinstance(seen, dict):
+        raise RuntimeError(f"the server did not start: {seen['failed']}")
+
+
+def launcher_shown(page: Page, clock: Clock, name: str) -> None:
+    until(page, LAUNCHER_SHOWN, f"/user/{name}/lab", clock)
 
 
 def first_sign_in(browser: Browser, hub: Hub, name: str, sample: int) -> dict[str, object]:
@@ -302,7 +329,7 @@ def first_sign_in(browser: Browser, hub: Hub, name: str, sample: int) -> dict[st
             page.locator("#new_password_input").fill(PASSWORD)
             page.locator("#password_input").fill(initial)
             clock.press(sign_in)
-        launcher_shown(page, name)
+        launcher_shown(page, clock, name)
         return clock.row(case=FIRST, system=hub.system, sample=sample, user=name)
 
 
@@ -312,7 +339,7 @@ def returning(browser: Browser, hub: Hub, name: str, sample: int) -> dict[str, o
         clock = Clock(page, name)
         page.locator("#password_input").fill(PASSWORD)
         clock.press(page.get_by_role("button", name="Sign in"))
-        launcher_shown(page, name)
+        launcher_shown(page, clock, name)
         return clock.row(case=RETURNING, system=hub.system, sample=sample, user=name)
 
 
@@ -352,13 +379,8 @@ def signed_in(page: Page, url: str, name: str, next_path: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def workbench_usable(page: Page, name: str) -> None:
-    page.wait_for_function(
-        WORKBENCH_USABLE,
-        arg=[f"/user/{name}/vscode/", VSCODE_FILE],
-        polling="raf",
-        timeout=SAMPLE_TIMEOUT_MS,
-    )
+def workbench_usable(page: Page, name: str, clock: Clock | None = None) -> None:
+    until(page, WORKBENCH_USABLE, [f"/user/{name}/vscode/", VSCODE_FILE], clock)
 
 
 def vscode_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
@@ -399,7 +421,7 @@ def vscode_rows(browser: Browser, samples: int) -> list[dict[str, object]]:
                         clock.open(f"{s.url}/user/{name}/vscode/")
                     else:
                         clock.press(page.locator("#open-vscode"))
-                    workbench_usable(page, name)
+                    workbench_usable(page, name, clock)
                     rows.append(progress(clock.row(case=case, system="dshub", sample=i, user=name)))
             stop_server(admin, name)
     return rows
