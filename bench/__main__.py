@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench import build, density, kernel, netpolicy, proxy, routes, signin, spawn, storm, swarm
+from bench import build, density, kernel, launcher, netpolicy, proxy, routes, signin, spawn, storm, swarm
 from bench.common import BENCH_PREFIX, PartlyMeasured
 from bench.reference import Reference
 
@@ -34,6 +34,7 @@ MEASURES: dict[str, ModuleType] = {
     "spawn": spawn,
     "proxy": proxy,
     "kernel": kernel,
+    "launcher": launcher,
     "density": density,
     "storm": storm,
     "signin": signin,
@@ -42,7 +43,18 @@ MEASURES: dict[str, ModuleType] = {
     # Rebuilds the user images without cache (~15 min here): run on its own.
     "build": build,
 }
-DEFAULT = ("routes", "spawn", "proxy", "kernel", "density", "storm", "signin", "netpolicy", "swarm")
+DEFAULT = (
+    "routes",
+    "spawn",
+    "proxy",
+    "kernel",
+    "launcher",
+    "density",
+    "storm",
+    "signin",
+    "netpolicy",
+    "swarm",
+)
 
 
 def machine() -> str:
