@@ -13,6 +13,8 @@ import requests
 import websocket
 from requests.adapters import HTTPAdapter
 
+from spawner.auth.localauth import BUSY
+
 
 class SignInRefused(AssertionError):
     def __init__(self, message: str, status: int) -> None:
@@ -20,17 +22,14 @@ class SignInRefused(AssertionError):
         self.status = status
 
 
-# What the edge (429) and the hub ("busy") say when too many sign in at the same moment.
-TOLD_TO_WAIT = "The hub is busy signing people in"
-
-
 def sign_in_patiently(
     base_url: str, name: str, password: str, new_password: str | None = None, tries: int = 60
 ) -> tuple[HubSession, int]:
     """A person's sign-in, and how often they were told to wait.
 
-    Told "Too Many Requests" by the edge's sign-in rate limit or "busy" by the hub's
-    hashing queue, a person tries again a moment later; so does this, 1-2 s later.
+    Told "Too Many Requests" (429) by the edge's sign-in rate limit or that the hub is
+    busy (its hashing queue, its limit per address), a person tries again a moment
+    later; so does this, 1-2 s later.
     """
     for waited in range(tries):
         person = HubSession(base_url)
@@ -38,7 +37,7 @@ def sign_in_patiently(
             person.sign_in(name, password, new_password=new_password)
             return person, waited
         except SignInRefused as refused:
-            if refused.status != 429 and TOLD_TO_WAIT not in str(refused):
+            if refused.status != 429 and BUSY not in str(refused):
                 raise
             time.sleep(1 + random.random())
     raise AssertionError(f"{name} was told to wait {tries} times")
