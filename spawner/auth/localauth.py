@@ -21,7 +21,10 @@ Who can claim an account, and how hard a flood of guesses hits the hub:
   once it has failed, so a class behind one NAT signing in at the same moment is
   never throttled for correct passwords. Instead an address has at most
   ``IN_FLIGHT_PER_ADDRESS`` tries being checked at once, and one once it has used
-  its free failures; a try beyond that is told the hub is busy (not a failure).
+  its free failures; a try beyond that waits its turn (up to ``TURN_WAIT`` s, at most
+  ``WAITING_PER_ADDRESS`` of an address waiting), and only then is told the hub is
+  busy (not a failure): a class behind one NAT signs in at the pace of the hashing,
+  without each "busy" costing the hub another page and try.
 * bcrypt (~0.3 s of CPU at its default cost) runs on one thread of its own, with
   at most ``HASH_QUEUE_MAX`` sign-ins waiting: a flood of wrong passwords can use
   one core at most, never the hub's event loop or the core that spawns need.
@@ -40,6 +43,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +70,9 @@ HASH_QUEUE_MAX = 32
 # Tries of one address being checked at once: a class behind one NAT waits its turn (bcrypt
 # checks ~3 a second), and no address takes the whole hashing queue.
 IN_FLIGHT_PER_ADDRESS = 8
+WAITING_PER_ADDRESS = 200
+# Longer than a class of 100 takes to hash its chosen passwords (~0.25 s each, one thread).
+TURN_WAIT = 40.0
 # bcrypt reads at most 72 bytes (bcrypt 5 refuses more): longer ones are never a password here.
 BCRYPT_MAX_BYTES = 72
 BUSY = "The hub is busy signing people in: try again in a few seconds."
@@ -124,6 +131,50 @@ class SignInThrottle:
     def _forget_old(self, now: float) -> None:
         for key in [k for k, e in self._failures.items() if now - e.last > THROTTLE_MEMORY]:
             del self._failures[key]
+
+
+class AddressTurns:
+    """The sign-ins of each address being checked, a few at once; the others wait their turn, in order."""
+
+    def __init__(self, waiting_max: int = WAITING_PER_ADDRESS, wait: float = TURN_WAIT) -> None:
+        self._checking: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
+        self._waiting_max = waiting_max
+        self._wait = wait
+        self._changed = asyncio.Condition()
+
+    def checking(self, address: str) -> int:
+        return self._checking.get(address, 0)
+
+    async def turn(self, address: str, allowed: Callable[[], int]) -> bool:
+        """Waits for a turn of the address (allowed(): how many it may have at once, now); False
+        when too many of its tries wait already or the wait is over. A turn ends with done()."""
+        if not self._waiting.get(address) and self.checking(address) < allowed():
+            self._checking[address] = self.checking(address) + 1
+            return True
+        if self._waiting.get(address, 0) >= self._waiting_max:
+            return False
+        self._waiting[address] = self._waiting.get(address, 0) + 1
+        try:
+            async with self._changed:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.checking(address) < allowed()), self._wait
+                )
+                self._checking[address] = self.checking(address) + 1
+                return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiting[address] -= 1
+            if not self._waiting[address]:
+                del self._waiting[address]
+
+    async def done(self, address: str) -> None:
+        self._checking[address] -= 1
+        if not self._checking[address]:
+            del self._checking[address]
+        async with self._changed:
+            self._changed.notify_all()
 
 
 class HashingBusy(RuntimeError):
@@ -323,7 +374,7 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
     name_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_NAME)
     address_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_ADDRESS)
     hasher: ClassVar[BoundedHasher] = BoundedHasher()
-    checking: ClassVar[dict[str, int]] = {}  # address -> its tries being checked now
+    turns: ClassVar[AddressTurns] = AddressTurns()
 
     @default("allow_existing_users")
     def _users_of_the_hub_are_allowed(self) -> bool:
@@ -389,47 +440,53 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         handler.custom_login_error = "Invalid username or password."
         self.address_throttle.failed(address)
 
-    async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
-        raw = data.get("username", "")
-        name = normalize_username(raw)
-        address = client_address(handler, tuple(self.trusted_proxies))
+    def _throttled(self, handler: Any, raw: str, name: str, address: str) -> bool:
         wait = max(self.name_throttle.wait(name), self.address_throttle.wait(address))
         if wait:
             self.log.warning("Throttled sign-in of %s from %s: %.0f s to wait", shown(raw), address, wait)
             handler.custom_login_error = (
                 f"Too many failed sign-ins for this name or from your address: try again in {wait:.0f} s."
             )
+        return bool(wait)
+
+    def _in_flight_allowed(self, address: str) -> int:
+        free_left = FREE_FAILURES_PER_ADDRESS - self.address_throttle.failures(address)
+        return min(IN_FLIGHT_PER_ADDRESS, max(1, free_left))
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
+        raw = data.get("username", "")
+        name = normalize_username(raw)
+        address = client_address(handler, tuple(self.trusted_proxies))
+        if self._throttled(handler, raw, name, address):
             return None
         if username_problem(name) or handler.find_user(name) is None:
             self.log.info("Refused sign-in: %s is not a user of this hub", shown(raw))
             self._no_such_account(handler, address)
             return None
-        stored = self.passwords.get(name)
-        if stored is None:
-            self.log.info("Refused sign-in of %s: no password yet", name)
-            self._no_such_account(handler, address)
-            return None
-        in_flight = min(
-            IN_FLIGHT_PER_ADDRESS, max(1, FREE_FAILURES_PER_ADDRESS - self.address_throttle.failures(address))
-        )
-        if self.checking.get(address, 0) >= in_flight:
+        if not await self.turns.turn(address, lambda: self._in_flight_allowed(address)):
             handler.custom_login_error = BUSY
             return None
-        # Counted against the name before hashing, so parallel guesses at it see each other
-        # at once rather than after their hashes; an attempt that was no wrong guess takes
-        # its count back. Against the address once it failed: a class signing in together
-        # from one address would see each other's correct sign-ins in flight as failures.
-        self.name_throttle.failed(name)
-        self.checking[address] = self.checking.get(address, 0) + 1
         try:
-            signed_in, wrong = await self._check(handler, name, data, stored)
-        except HashingBusy:
-            signed_in, wrong = None, False
-            handler.custom_login_error = BUSY
+            # Failures, and passwords, may have changed while this try waited its turn.
+            if self._throttled(handler, raw, name, address):
+                return None
+            stored = self.passwords.get(name)
+            if stored is None:
+                self.log.info("Refused sign-in of %s: no password yet", name)
+                self._no_such_account(handler, address)
+                return None
+            # Counted against the name before hashing, so parallel guesses at it see each other
+            # at once rather than after their hashes; an attempt that was no wrong guess takes
+            # its count back. Against the address once it failed: a class signing in together
+            # from one address would see each other's correct sign-ins in flight as failures.
+            self.name_throttle.failed(name)
+            try:
+                signed_in, wrong = await self._check(handler, name, data, stored)
+            except HashingBusy:
+                signed_in, wrong = None, False
+                handler.custom_login_error = BUSY
         finally:
-            self.checking[address] -= 1
-            if not self.checking[address]:
-                del self.checking[address]
+            await self.turns.done(address)
         if wrong:
             self.address_throttle.failed(address)
         else:
@@ -509,8 +566,23 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         ]
 
 
+def unused_initial_passwords(folder: Path, names: list[str]) -> dict[str, str | None]:
+    """Each user's unused initial password from the hub's folder (None: used up, or no such user)."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = (folder / escape_name(name)).read_text().strip()
+        except FileNotFoundError:
+            found[name] = None
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``make initial-password NAME=...`` (in the hub container): a user's unused initial password."""
+    """``make initial-password NAME=...`` (in the hub container): users' unused initial passwords.
+
+    With one name (or none: the first of DSHUB_ADMIN_USERS) it prints the password alone; with
+    several, a line "name password" each (usernames hold no spaces), for a class at once.
+    """
     import argparse
     import sys
 
@@ -519,21 +591,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m spawner.auth.localauth", description=main.__doc__)
     parser.add_argument("command", choices=["initial-password"])
-    parser.add_argument("name", nargs="?", help="the user (default: the first of DSHUB_ADMIN_USERS)")
+    parser.add_argument("names", nargs="*", help="the users (default: the first of DSHUB_ADMIN_USERS)")
     args = parser.parse_args(argv)
-    settings = dshub_settings.load()
-    name = normalize_username(args.name or settings.admin_users[0])
-    path = initial_passwords_dir() / escape_name(name)
-    try:
-        print(path.read_text().strip())
-    except FileNotFoundError:
-        print(
-            f"dshub: no unused initial password for {shown(name)}: they chose their own already, or are "
-            "not a user (an admin adds them on the admin page or with make roster)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    names = [normalize_username(n) for n in args.names or [dshub_settings.load().admin_users[0]]]
+    found = unused_initial_passwords(initial_passwords_dir(), names)
+    for name, password in found.items():
+        if password is None:
+            print(
+                f"dshub: no unused initial password for {shown(name)}: they chose their own already, or "
+                "are not a user (an admin adds them on the admin page or with make roster)",
+                file=sys.stderr,
+            )
+        else:
+            print(password if len(names) == 1 else f"{name} {password}")
+    return 1 if None in found.values() else 0
 
 
 if __name__ == "__main__":

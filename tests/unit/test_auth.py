@@ -7,7 +7,7 @@ from traitlets.config import Config
 
 from spawner.auth import oauth
 from spawner.auth.configure import authenticator_config, github_teams
-from spawner.auth.localauth import BuiltinUserListAuthenticator
+from spawner.auth.localauth import BuiltinUserListAuthenticator, unused_initial_passwords
 from spawner.config import settings as s
 
 OAUTH = {
@@ -227,3 +227,14 @@ def test_instructors_group_in_admin_groups_when_taken_from_the_provider(tmp_path
 def test_username_claim_must_be_present():
     with pytest.raises(web.HTTPError, match="sent no 'preferred_username'"):
         oauth.verified_claim("preferred_username")({"sub": "x"})
+
+
+def test_initial_passwords_of_a_class_are_read_by_their_escaped_file_names(tmp_path):
+    authenticator = build({"DSHUB_ADMIN_USERS": "admin"}, tmp_path)[1]
+    for name in ("ana", "li.wei"):
+        asyncio.run(authenticator.add_user(orm.User(name=name)))
+    folder = tmp_path / "secrets" / "initial-passwords"
+    found = unused_initial_passwords(folder, ["ana", "li.wei", "gone"])
+    assert found["gone"] is None
+    assert {len(found["ana"]), len(found["li.wei"])} == {16}
+    assert found["ana"] != found["li.wei"]

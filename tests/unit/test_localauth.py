@@ -9,6 +9,7 @@ from jupyterhub import orm
 
 from spawner.auth.localauth import (
     INITIAL,
+    AddressTurns,
     BoundedHasher,
     BuiltinUserListAuthenticator,
     HashingBusy,
@@ -76,6 +77,48 @@ def test_hashing_runs_one_at_a_time_and_refuses_beyond_its_queue():
     results = asyncio.run(flood())
     assert sum(isinstance(r, HashingBusy) for r in results) == 3
     assert sum(isinstance(r, bytes) for r in results) == 3
+
+
+def test_an_address_takes_turns_in_order_and_is_busy_only_beyond_its_waiting_room():
+    turns = AddressTurns(waiting_max=3, wait=5)
+    order: list[str] = []
+
+    async def sign_in(who: str, address: str = "10.0.0.1") -> bool:
+        if not await turns.turn(address, lambda: 2):
+            order.append(f"{who} busy")
+            return False
+        order.append(f"{who} checking")
+        await asyncio.sleep(0.05)
+        await turns.done(address)
+        return True
+
+    async def class_behind_one_address() -> list[bool]:
+        jobs = [asyncio.create_task(sign_in(f"p{i}")) for i in range(6)]
+        await asyncio.sleep(0.01)
+        assert turns.checking("10.0.0.1") == 2
+        # Another address is not behind this one's line.
+        assert await sign_in("elsewhere", "10.0.0.2")
+        return await asyncio.gather(*jobs)
+
+    results = asyncio.run(class_behind_one_address())
+    assert results == [True] * 5 + [False]
+    assert order[:3] == ["p0 checking", "p1 checking", "p5 busy"]
+    assert [o for o in order if o.startswith("p") and o.endswith("checking")] == [
+        f"p{i} checking" for i in range(5)
+    ]
+    assert turns.checking("10.0.0.1") == 0
+
+
+def test_a_turn_not_come_in_time_is_busy():
+    turns = AddressTurns(waiting_max=10, wait=0.05)
+
+    async def held() -> bool:
+        assert await turns.turn("10.0.0.1", lambda: 1)
+        waited = await turns.turn("10.0.0.1", lambda: 1)
+        await turns.done("10.0.0.1")
+        return waited
+
+    assert asyncio.run(held()) is False
 
 
 def test_a_deleted_user_added_again_gets_a_new_initial_password(authenticator, tmp_path):
