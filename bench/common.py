@@ -108,12 +108,16 @@ def container_id(name_or_id: str) -> str:
 
 
 def container_cpu_seconds(full_id: str) -> float:
-    """CPU time a container has used so far (cgroup v1 cpuacct, as on the engine here)."""
+    """CPU time a running container has used so far (cgroup v1 cpuacct, as on the engine here).
+
+    No reading (another cgroup layout, a container not running) raises: a CPU figure is never
+    made of a zero that was not measured.
+    """
     path = Path("/sys/fs/cgroup/cpuacct/docker") / full_id / "cpuacct.usage"
     try:
         return int(path.read_text()) / 1e9
     except FileNotFoundError:
-        return 0.0
+        raise RuntimeError(f"no CPU reading for container {full_id[:12]}: {path} is missing") from None
 
 
 def engine_cpu_seconds() -> float:

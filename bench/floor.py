@@ -18,6 +18,9 @@ and in the CPU time of the container until it answered (less bent by a busy mach
   image does not know (as the hub starts it: nss_wrapper);
 * no usable bytecode: ``PYTHONPYCACHEPREFIX`` points at an empty folder, so every module
   is compiled at start;
+* rfc3987-syntax put back, as the image was before it took the package out (the minimal
+  image's copy, which pip installs with JupyterLab, mounted where it was): jsonschema
+  imports it when it is there and it builds its grammars at every start;
 * ``jupyterhub-singleuser`` against plain ``jupyter server``. The single-user server does
   not start without a hub: it asks the hub's API for its version before it listens, and
   exits after 5 failed tries. Both are started in the network namespace of a stand-in
@@ -55,6 +58,9 @@ TMP_HOME = "/tmp/home-65534"  # noqa: S108 -- the container's own /tmp
 # the image, as every user's is when the hub starts their server.
 HUB_USER = "20000:60000"
 # Jupyter's own classes for what dshub's jupyter_server_config.json sets.
+# The package the lab image takes out (images/lab/Dockerfile), and its row.
+STOCK_PACKAGE = "rfc3987_syntax"
+PUT_BACK = "rfc3987-syntax put back (the image before it took it out)"
 JUPYTER_DEFAULT_HOOKS = (
     "--ServerApp.kernel_websocket_connection_class="
     "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection",
@@ -168,9 +174,11 @@ def without(base: Variant, names: list[str]) -> list[Variant]:
     return [replace(base, label=f"without {name}", command=(*SERVER, off.format(name))) for name in names]
 
 
-def lab_variants(image: str) -> list[Variant]:
-    """The lab floor and each step of its start taken away (or added) alone."""
+def lab_variants(image: str, stock_package: str) -> list[Variant]:
+    """The lab floor and each step of its start taken away (or added) alone; stock_package:
+    the volume with the package the image takes out, as a stock install has it."""
     base = floor(image)
+    put_back = f"{stock_package}:{site_packages(image)}/{STOCK_PACKAGE}:ro"
     env = tuple(f"--env={key}={value}" for key, value in SINGLEUSER_ENV.items())
     shared = replace(base, standin=True, options=env, path="api", prefix=PREFIX)
     return [
@@ -191,6 +199,7 @@ def lab_variants(image: str) -> list[Variant]:
             label="no usable bytecode (.pyc): all compiled",
             options=("-e", "PYTHONPYCACHEPREFIX=/tmp/pyc"),
         ),
+        replace(base, label=PUT_BACK, options=("-v", put_back)),
         replace(shared, label=STANDIN_SERVER, command=(*SERVER, f"--ServerApp.base_url={PREFIX}")),
         replace(shared, label=STANDIN_SINGLEUSER, command=("jupyterhub-singleuser",), versus=STANDIN_SERVER),
     ]
@@ -200,6 +209,21 @@ def added_variants(image: str, lab: str) -> list[Variant]:
     """An image built on the lab image: its floor and each server extension it adds, disabled."""
     base, lab_loads = floor(image), set(extensions(lab))
     return [base, *without(base, [name for name in extensions(image) if name not in lab_loads])]
+
+
+def site_packages(image: str) -> str:
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    return docker("run", "--rm", "--entrypoint", "python", image, "-c", where).stdout.strip()
+
+
+def stock_package(project: str) -> str:
+    """A volume (labelled with the project) holding STOCK_PACKAGE as the minimal image has it,
+    bytecode included."""
+    volume = docker("volume", "create", "--label", f"dshub.project={project}").stdout.strip()
+    source = f"{site_packages(MINIMAL_IMAGE)}/{STOCK_PACKAGE}/."
+    copy = ("--user", "0", "-v", f"{volume}:/out", "--entrypoint", "cp", MINIMAL_IMAGE, "-a", source, "/out")
+    docker("run", "--rm", *copy)
+    return volume
 
 
 @contextmanager
@@ -239,9 +263,10 @@ class Sample:
 
 def breakdown(images: dict[str, str], project: str, rounds: int = ROUNDS) -> list[Sample]:
     """The lab image's variants and those of the images built on it ({name: image}), each
-    started once per round, in a shuffled order each round."""
+    started once per round, in a shuffled order each round; what it makes is labelled with the
+    project, for the caller to remove."""
     lab = images["lab"]
-    rows = [("lab", variant) for variant in lab_variants(lab)]
+    rows = [("lab", variant) for variant in lab_variants(lab, stock_package(project))]
     for name, image in images.items():
         if name != "lab":
             rows += [(name, variant) for variant in added_variants(image, lab)]

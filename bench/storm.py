@@ -5,15 +5,20 @@ sign-in form (their first sign-in, which sets the password: bcrypt; on dshub wit
 the one-time initial password the admin handed out), a token, the start request,
 then the spawn's progress stream (what the spawn-pending page reads) until it
 says ready or failed, then the Lab page through the edge. Time-to-lab is from
-opening the login page until the Lab page loaded. Same storm against dshub (its
-default settings, so its start line) and the reference, one after the other,
-both with the lab image and the same timeouts (the reference's start_timeout and
-http_timeout are dshub's: the wait in line plus a server's own start).
+opening the login page until the Lab page loaded. Same storm against dshub with
+its default settings (so its start line), dshub with no start line
+(``DSHUB_START_CONCURRENCY=0``: the line's before and after in one run) and the
+reference, one after the other, all with the lab image and the same timeouts (the
+reference's start_timeout and http_timeout are dshub's: the wait in line plus a
+server's own start). ``run(lines=...)`` takes other concurrencies side by side.
 
 CPU: every container of the system plus dockerd/containerd, from the engine's
-cgroups. A quiet start is the same person's flow alone (median of WARMUP people,
-one after the other, on the same stack just before its storm); the CPU floor is N
-x that / cores: the storm cannot end sooner.
+cgroups, less the system's upkeep (its CPU per second with nobody doing anything,
+measured over IDLE s before: healthchecks, the network policy's rounds; no start's
+work, and over a quiet start's few seconds as much as a third of it). A quiet start
+is the same person's flow alone (median of WARMUP people, one after the other, on
+the same stack just before its storm); the CPU floor is N x that / cores: the storm
+cannot end sooner.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 from traitlets.config import Config
@@ -54,11 +62,17 @@ from tests.support.stack import docker
 # The report's section (`make bench` replaces it, also with a failed run's "not measured").
 TITLE = "## Login storm"
 
+T = TypeVar("T")
 USERS = 100
-WARMUP = 3
+WARMUP = 5
+SETTLE = 5.0
+IDLE = 10.0
 TARGET_FLOOR = 1.25
 TARGET_QUIET = 1.1
 TARGET_REFERENCE = 0.8
+# DSHUB_START_CONCURRENCY of the dshub runs: the default first (the verdicts are its), then
+# no line at all, as before the line came in.
+LINES = ("auto", "0")
 PASSWORD = "storm-password-1"  # noqa: S105 -- the bench users' own
 
 
@@ -75,7 +89,8 @@ class Person:
 class Run:
     people: list[Person]
     hub_cpu: float
-    total_cpu: float
+    total_cpu: float  # less the upkeep
+    upkeep: float  # CPU seconds per second, idle
     start_cpu: float = 0.0
 
     @property
@@ -138,18 +153,48 @@ def storm(system: str, url: str, names: list[str], initial: dict[str, str] | Non
         return list(pool.map(one, names))
 
 
-def project_cpu(project: str) -> float:
-    ids = docker("ps", "-aq", "--no-trunc", "--filter", f"label=dshub.project={project}").stdout.split()
-    return sum(container_cpu_seconds(i) for i in ids) + engine_cpu_seconds()
+ENGINE = "dockerd and containerd"
 
 
-def quiet_start_cpu(url: str, project: str, admin: HubSession, initial: dict[str, str]) -> float:
+def project_cpu(project: str) -> dict[str, float]:
+    """CPU seconds so far of each running container of the system, and of the engine."""
+    ids = docker("ps", "-q", "--no-trunc", "--filter", f"label=dshub.project={project}").stdout.split()
+    return {ENGINE: engine_cpu_seconds()} | {i: container_cpu_seconds(i) for i in ids}
+
+
+def cpu_since(before: dict[str, float], project: str) -> float:
+    """CPU seconds the system used since `before`: a container started meanwhile counts whole, one
+    removed meanwhile (a server stopped before) no more; subtracting its whole reading would take
+    its earlier work off this interval."""
+    after = project_cpu(project)
+    return sum(value - before.get(key, 0.0) for key, value in after.items())
+
+
+def upkeep(project: str) -> float:
+    """CPU seconds per second the system uses while nobody does anything."""
+    # The engine's work of the system's start is no part of its upkeep.
+    time.sleep(SETTLE)
+    before, started = project_cpu(project), time.monotonic()
+    time.sleep(IDLE)
+    return cpu_since(before, project) / (time.monotonic() - started)
+
+
+def work_cpu(project: str, idle_rate: float, work: Callable[[], T]) -> tuple[T, float]:
+    """What work() returned, and the CPU seconds the system used meanwhile less its upkeep."""
+    before, started = project_cpu(project), time.monotonic()
+    done = work()
+    return done, cpu_since(before, project) - idle_rate * (time.monotonic() - started)
+
+
+def quiet_start_cpu(
+    url: str, project: str, admin: HubSession, initial: dict[str, str], idle_rate: float
+) -> float:
     """CPU seconds of one person's flow alone (median of WARMUP), their server stopped after."""
     cpu = []
     for name, password in initial.items():
-        before = project_cpu(project)
-        time_to_lab(url, name, password)
-        cpu.append(project_cpu(project) - before)
+        # The engine's work of the last server's removal is no part of a start.
+        time.sleep(SETTLE)
+        cpu.append(work_cpu(project, idle_rate, partial(time_to_lab, url, name, password))[1])
         stop_server(admin, name)
     return p50(cpu)
 
@@ -164,13 +209,15 @@ def measured_storm(
     initial: dict[str, str] | None = None,
 ) -> Run:
     """The storm against one system, with the CPU its hub and all its containers used meanwhile."""
+    idle_rate = upkeep(project)
     hub_before = container_cpu_seconds(hub_id)
-    total_before = project_cpu(project)
-    people = storm(system, url, [f"storm{i}" for i in range(users)], initial)
+    names = [f"storm{i}" for i in range(users)]
+    people, total = work_cpu(project, idle_rate, lambda: storm(system, url, names, initial))
     return Run(
         people,
         hub_cpu=container_cpu_seconds(hub_id) - hub_before,
-        total_cpu=project_cpu(project) - total_before,
+        total_cpu=total,
+        upkeep=idle_rate,
         start_cpu=start_cpu,
     )
 
@@ -193,15 +240,15 @@ class Limits:
         return cls(spawner.start_timeout, spawner.http_timeout, spawner.start_concurrency)
 
 
-def run_dshub(users: int) -> tuple[Run, Limits]:
-    with stack({"DSHUB_USER_IMAGE": user_image("lab")}) as s:
+def run_dshub(users: int, line: str) -> tuple[Run, Limits]:
+    with stack({"DSHUB_USER_IMAGE": user_image("lab"), "DSHUB_START_CONCURRENCY": line}) as s:
         admin = admin_session(s)
         hub_id = container_id(s.containers("hub")[0])
         warm = [f"warm{i}" for i in range(WARMUP)]
         people = [f"storm{i}" for i in range(users)]
         make_users(admin, warm + people)
         limits = Limits.of(s.settings)
-        cpu = quiet_start_cpu(s.url, s.project, admin, s.initial_passwords(warm))
+        cpu = quiet_start_cpu(s.url, s.project, admin, s.initial_passwords(warm), upkeep(s.project))
         initial = s.initial_passwords(people)
         run = measured_storm("dshub", s.url, s.project, hub_id, users, start_cpu=cpu, initial=initial)
         return run, limits
@@ -225,15 +272,22 @@ def seconds(value: float) -> str:
     return "never (failed)" if math.isinf(value) else f"{value:.1f} s"
 
 
-def report(dshub: Run, ref: Run, users: int, limits: Limits) -> str:
+def line_of(limits: Limits) -> str:
+    return "no start line" if not limits.concurrency else f"start line {limits.concurrency}"
+
+
+def report(runs: list[tuple[str, Run]], users: int, limits: Limits) -> str:
+    """The default dshub run first (the verdicts are its), the reference last."""
+    (_, dshub), (_, ref) = runs[0], runs[-1]
     floor = users * dshub.start_cpu / CORES
     lines = [
         TITLE,
         "",
-        f"{users} people sign in and start at once, on dshub with its default settings (start",
-        f"line: {limits.concurrency} at a time on {CORES} cores), then on the reference; both with the lab",
-        f"image and the same limits (start_timeout {limits.start_timeout} s, http_timeout"
-        f" {limits.http_timeout} s).",
+        f"{users} people sign in and start at once: on dshub with its default settings (start",
+        f"line: {limits.concurrency} at a time on {CORES} cores), on dshub with other start lines",
+        "(DSHUB_START_CONCURRENCY; 0: no line, as before it came in), then on the reference; all with",
+        f"the lab image and the same limits (start_timeout {limits.start_timeout} s, http_timeout"
+        f" {limits.http_timeout} s), one after the other.",
         "",
         "Time-to-lab: from opening the login page until the Lab page loaded through the edge (first",
         "sign-in, token, start, the spawn's progress stream until ready, Lab page). CPU from the",
@@ -241,11 +295,16 @@ def report(dshub: Run, ref: Run, users: int, limits: Limits) -> str:
         "container of the system plus dockerd/containerd). All people count; a failed start is never",
         "ready. Everyone comes from one address, as from behind a classroom's NAT: told to wait (the",
         "edge's sign-in rate limit, DSHUB_SIGNIN_RATE, answers 429; the hub's bcrypt queue says it is",
-        "busy), a person tries again 1-2 s later; the waits count in their time.",
+        "busy), a person tries again 1-2 s later; the waits count in their time. A quiet start: the",
+        f"same flow, one person alone on the same stack just before its storm (median of {WARMUP}).",
+        "*all CPU* and the quiet start are less the system's upkeep: its CPU with nobody doing anything",
+        f"({IDLE:.0f} s measured before; healthchecks, the network policy's rounds), per second in *upkeep*.",
         "",
     ]
     body = []
-    for system, r in (("dshub", dshub), ("reference", ref)):
+    for system, r in runs:
+        quiet = f"{r.start_cpu:.2f}" if r.start_cpu else ""
+        in_storm = f"{r.total_cpu / users / r.start_cpu:.2f}" if r.start_cpu else ""
         body.append(
             [
                 system,
@@ -256,19 +315,22 @@ def report(dshub: Run, ref: Run, users: int, limits: Limits) -> str:
                 f"{r.hub_cpu:.1f}",
                 f"{r.total_cpu:.1f}",
                 f"{r.total_cpu / users:.2f}",
+                f"{r.upkeep:.2f}",
+                quiet,
+                in_storm,
                 f"{sum(p.told_to_wait for p in r.people)} ({sum(1 for p in r.people if p.told_to_wait)})",
             ]
         )
     header = ["system", "failures", "p50", "p95", "all ready", "hub CPU s", "all CPU s", "CPU s per start"]
-    header.append("told to wait (people)")
+    header += ["upkeep CPU s/s", "quiet start CPU s", "per start / quiet", "told to wait (people)"]
     lines += table(header, body)
     all_ready, mine, theirs = max(dshub.times), p95(dshub.times), p95(ref.times)
     per_start = dshub.total_cpu / users / dshub.start_cpu
     versus = "the reference never had everyone ready" if math.isinf(theirs) else f"{mine / theirs:.2f}x"
     lines += [
         "",
-        f"A quiet start (the same flow, one person alone, median of {WARMUP}): {dshub.start_cpu:.2f} CPU-s."
-        f" CPU floor: {users} x {dshub.start_cpu:.2f} / {CORES} cores = {floor:.1f} s.",
+        f"CPU floor of the default run: {users} x {dshub.start_cpu:.2f} CPU-s (its quiet start) / {CORES}"
+        f" cores = {floor:.1f} s. Verdicts, dshub with its default settings:",
         "",
         f"- failures: {dshub.failures} (target 0: {verdict(dshub.failures, 0)})",
         f"- all ready: {seconds(all_ready)} = {all_ready / floor:.2f}x the CPU floor "
@@ -278,7 +340,7 @@ def report(dshub: Run, ref: Run, users: int, limits: Limits) -> str:
         f"- p95: {seconds(mine)} vs the reference's {seconds(theirs)}: {versus} "
         f"(target ≤ {TARGET_REFERENCE}x: {verdict(mine / theirs, TARGET_REFERENCE)})",
     ]
-    errors = sorted({p.error for r in (dshub, ref) for p in r.people if p.error})
+    errors = sorted({p.error for _, r in runs for p in r.people if p.error})
     if errors:
         shown = errors[:10]
         lines += ["", f"Errors ({len(errors)} different):", *(f"- {e}" for e in shown)]
@@ -287,12 +349,20 @@ def report(dshub: Run, ref: Run, users: int, limits: Limits) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(users: int = USERS) -> tuple[str, list[dict[str, object]]]:
-    dshub, limits = run_dshub(users)
-    ref = run_reference(users, limits)
-    rows: list[dict[str, object]] = [p.__dict__ for r in (dshub, ref) for p in r.people]
-    rows += [
-        {"system": system, "hub_cpu": r.hub_cpu, "total_cpu": r.total_cpu, "start_cpu": r.start_cpu}
-        for system, r in (("dshub", dshub), ("reference", ref))
-    ]
-    return report(dshub, ref, users, limits), rows
+def run(users: int = USERS, lines: tuple[str, ...] = LINES) -> tuple[str, list[dict[str, object]]]:
+    """The storm on dshub with each start line (the first sets the limits the reference gets), then
+    on the reference."""
+    runs: list[tuple[str, Run]] = []
+    default_limits = None
+    for line in lines:
+        dshub, limits = run_dshub(users, line)
+        default_limits = default_limits or limits
+        runs.append((f"dshub, {line_of(limits)}" + (", default" if line == "auto" else ""), dshub))
+    assert default_limits is not None, "no dshub run"
+    runs.append(("reference", run_reference(users, default_limits)))
+    rows: list[dict[str, object]] = []
+    for system, r in runs:
+        rows += [{**p.__dict__, "system": system} for p in r.people]
+        cpu = {"hub_cpu": r.hub_cpu, "total_cpu": r.total_cpu, "upkeep": r.upkeep, "start_cpu": r.start_cpu}
+        rows.append({"system": system, **cpu})
+    return report(runs, users, default_limits), rows
