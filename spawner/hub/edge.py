@@ -103,14 +103,9 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
         # Only the hub talks to the API: it listens only on the control network (the
         # proxy's address there is named proxy-api), which user containers are not on.
         "auth_api": {"address": "proxy-api:8099", "http": _request_headers()},
-        # Prometheus metrics (per router: requests, latency), on the control network too.
-        "metrics": {"address": "proxy-api:8082", "http": _request_headers()},
     }
     config: dict[str, Any] = {
         "entryPoints": entry_points,
-        "metrics": {
-            "prometheus": {"entryPoint": "metrics", "addRoutersLabels": True, "addServicesLabels": True}
-        },
         "api": {"dashboard": False},
         # Routes are written by the hub into this directory, which Traefik watches.
         "providers": {
@@ -120,6 +115,13 @@ def static_config(settings: dshub_settings.Settings) -> dict[str, Any]:
         "log": {"level": settings.log_level},
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
     }
+    if settings.monitoring:
+        # Prometheus metrics (per router: requests, latency), on the control network too. Only
+        # for Prometheus to read: every request updates them, with a router's and a service's labels.
+        entry_points["metrics"] = {"address": "proxy-api:8082", "http": _request_headers()}
+        config["metrics"] = {
+            "prometheus": {"entryPoint": "metrics", "addRoutersLabels": True, "addServicesLabels": True}
+        }
     # Without trusted addresses Traefik replaces X-Forwarded-* with what it sees itself.
     forwarded: dict[str, Any] = {"forwardedHeaders": {"trustedIPs": list(settings.trusted_proxies)}}
     if settings.swarm_forwarder:

@@ -114,9 +114,16 @@ def test_acme_ca_certificate_is_a_file_compose_can_mount(tmp_path):
 
 def test_off_is_one_plain_entry_point_that_replaces_forwarded_headers():
     config = edge.static_config(load())
-    assert set(config["entryPoints"]) == {"http", "auth_api", "metrics"}
+    assert set(config["entryPoints"]) == {"http", "auth_api"}
     assert "forwardedHeaders" not in config["entryPoints"]["http"]
     assert edge.web_entrypoint(load()) == "http"
+
+
+def test_traefik_keeps_metrics_only_for_prometheus():
+    assert "metrics" not in edge.static_config(load())
+    config = edge.static_config(load(DSHUB_MONITORING="true"))
+    assert config["entryPoints"]["metrics"]["address"] == "proxy-api:8082"
+    assert config["metrics"]["prometheus"]["entryPoint"] == "metrics"
 
 
 @pytest.mark.parametrize("tls", s.TLS_MODES)
