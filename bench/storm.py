@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,8 @@ class Run:
     hub_cpu: float
     total_cpu: float  # less the upkeep
     upkeep: float  # CPU seconds per second, idle
+    machine_busy: float  # share of all cores' time busy during the storm, whoever's work
+    bench_cpu: float  # the bench's own people (this process: sign-ins, progress streams, pages)
     start_cpu: float = 0.0
 
     @property
@@ -212,14 +215,29 @@ def measured_storm(
     idle_rate = upkeep(project)
     hub_before = container_cpu_seconds(hub_id)
     names = [f"storm{i}" for i in range(users)]
+    busy_before, bench_before = machine_times(), bench_cpu_seconds()
     people, total = work_cpu(project, idle_rate, lambda: storm(system, url, names, initial))
+    busy, all_time = (after - before for after, before in zip(machine_times(), busy_before, strict=True))
     return Run(
         people,
         hub_cpu=container_cpu_seconds(hub_id) - hub_before,
         total_cpu=total,
         upkeep=idle_rate,
+        machine_busy=busy / all_time,
+        bench_cpu=bench_cpu_seconds() - bench_before,
         start_cpu=start_cpu,
     )
+
+
+def machine_times() -> tuple[int, int]:
+    """All cores' busy and total time so far (jiffies, /proc/stat); idle and iowait are not busy."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def bench_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -299,6 +317,9 @@ def report(runs: list[tuple[str, Run]], users: int, limits: Limits) -> str:
         f"same flow, one person alone on the same stack just before its storm (median of {WARMUP}).",
         "*all CPU* and the quiet start are less the system's upkeep: its CPU with nobody doing anything",
         f"({IDLE:.0f} s measured before; healthchecks, the network policy's rounds), per second in *upkeep*.",
+        "*machine busy*: the share of the cores' time not idle during the storm, whoever's work; the",
+        "bench's people (its threads: sign-ins, progress streams, pages) run on the same cores, their",
+        "CPU in *people CPU s*.",
         "",
     ]
     body = []
@@ -316,13 +337,16 @@ def report(runs: list[tuple[str, Run]], users: int, limits: Limits) -> str:
                 f"{r.total_cpu:.1f}",
                 f"{r.total_cpu / users:.2f}",
                 f"{r.upkeep:.2f}",
+                f"{r.machine_busy:.0%}",
+                f"{r.bench_cpu:.1f}",
                 quiet,
                 in_storm,
                 f"{sum(p.told_to_wait for p in r.people)} ({sum(1 for p in r.people if p.told_to_wait)})",
             ]
         )
     header = ["system", "failures", "p50", "p95", "all ready", "hub CPU s", "all CPU s", "CPU s per start"]
-    header += ["upkeep CPU s/s", "quiet start CPU s", "per start / quiet", "told to wait (people)"]
+    header += ["upkeep CPU s/s", "machine busy", "people CPU s", "quiet start CPU s", "per start / quiet"]
+    header.append("told to wait (people)")
     lines += table(header, body)
     all_ready, mine, theirs = max(dshub.times), p95(dshub.times), p95(ref.times)
     per_start = dshub.total_cpu / users / dshub.start_cpu
@@ -364,5 +388,5 @@ def run(users: int = USERS, lines: tuple[str, ...] = LINES) -> tuple[str, list[d
     for system, r in runs:
         rows += [{**p.__dict__, "system": system} for p in r.people]
         cpu = {"hub_cpu": r.hub_cpu, "total_cpu": r.total_cpu, "upkeep": r.upkeep, "start_cpu": r.start_cpu}
-        rows.append({"system": system, **cpu})
+        rows.append({"system": system, "machine_busy": r.machine_busy, "bench_cpu": r.bench_cpu, **cpu})
     return report(runs, users, default_limits), rows
