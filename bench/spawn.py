@@ -160,7 +160,11 @@ def seconds_of(samples: list[Sample], image: str, system: str) -> list[float]:
 
 
 def cpu_of(samples: list[Sample], image: str, system: str) -> list[float]:
-    return [s.cpu_seconds or 0.0 for s in samples if (s.image, s.system) == (image, system)]
+    readings = [s.cpu_seconds for s in samples if (s.image, s.system) == (image, system)]
+    taken = [r for r in readings if r is not None]
+    if len(taken) < len(readings):
+        raise RuntimeError(f"{len(readings) - len(taken)} {image} {system} samples without their CPU reading")
+    return taken
 
 
 def report(samples: list[Sample], steps: list[floor.Sample]) -> str:
