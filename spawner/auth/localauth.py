@@ -22,9 +22,9 @@ Who can claim an account, and how hard a flood of guesses hits the hub:
   never throttled for correct passwords. Instead an address has at most
   ``IN_FLIGHT_PER_ADDRESS`` tries being checked at once, and one once it has used
   its free failures; a try beyond that waits its turn (up to ``TURN_WAIT`` s, at most
-  ``WAITING_PER_ADDRESS`` of an address waiting), and only then is told the hub is
-  busy (not a failure): a class behind one NAT signs in at the pace of the hashing,
-  without each "busy" costing the hub another page and try.
+  ``WAITING_PER_ADDRESS`` of an address and ``WAITING_ALL`` in all waiting), and only
+  then is told the hub is busy (not a failure): a class behind one NAT signs in at
+  the pace of the hashing, without each "busy" costing the hub another page and try.
 * bcrypt (~0.3 s of CPU at its default cost) runs on one thread of its own, with
   at most ``HASH_QUEUE_MAX`` sign-ins waiting: a flood of wrong passwords can use
   one core at most, never the hub's event loop or the core that spawns need.
@@ -43,6 +43,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ HASH_QUEUE_MAX = 32
 # checks ~3 a second), and no address takes the whole hashing queue.
 IN_FLIGHT_PER_ADDRESS = 8
 WAITING_PER_ADDRESS = 200
+WAITING_ALL = 1000
 # Longer than a class of 100 takes to hash its chosen passwords (~0.25 s each, one thread).
 TURN_WAIT = 40.0
 # bcrypt reads at most 72 bytes (bcrypt 5 refuses more): longer ones are never a password here.
@@ -134,47 +136,78 @@ class SignInThrottle:
 
 
 class AddressTurns:
-    """The sign-ins of each address being checked, a few at once; the others wait their turn, in order."""
+    """The sign-ins of each address being checked, a few at once; the others wait their turn, in order.
 
-    def __init__(self, waiting_max: int = WAITING_PER_ADDRESS, wait: float = TURN_WAIT) -> None:
+    Each address has a line of its own, and a try that ends hands its turn to the first in
+    its address's line only: no other waiter wakes.
+    """
+
+    def __init__(
+        self,
+        waiting_max: int = WAITING_PER_ADDRESS,
+        waiting_max_all: int = WAITING_ALL,
+        wait: float = TURN_WAIT,
+    ) -> None:
         self._checking: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}
+        self._lines: dict[str, deque[asyncio.Future[None]]] = {}
+        self._allowed: dict[str, Callable[[], int]] = {}
+        self._all_waiting = 0
         self._waiting_max = waiting_max
+        self._waiting_max_all = waiting_max_all
         self._wait = wait
-        self._changed = asyncio.Condition()
 
     def checking(self, address: str) -> int:
         return self._checking.get(address, 0)
 
     async def turn(self, address: str, allowed: Callable[[], int]) -> bool:
         """Waits for a turn of the address (allowed(): how many it may have at once, now); False
-        when too many of its tries wait already or the wait is over. A turn ends with done()."""
-        if not self._waiting.get(address) and self.checking(address) < allowed():
+        when too many tries wait already or the wait is over. A turn ends with done()."""
+        self._allowed[address] = allowed
+        line = self._lines.get(address)
+        if not line and self.checking(address) < allowed():
             self._checking[address] = self.checking(address) + 1
             return True
-        if self._waiting.get(address, 0) >= self._waiting_max:
+        if (line and len(line) >= self._waiting_max) or self._all_waiting >= self._waiting_max_all:
+            self._forget(address)
             return False
-        self._waiting[address] = self._waiting.get(address, 0) + 1
+        given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        line = self._lines.setdefault(address, deque())
+        line.append(given)
+        self._all_waiting += 1
         try:
-            async with self._changed:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.checking(address) < allowed()), self._wait
-                )
-                self._checking[address] = self.checking(address) + 1
-                return True
+            await asyncio.wait_for(given, self._wait)
         except TimeoutError:
-            return False
+            pass
+        except asyncio.CancelledError:
+            if given.done() and not given.cancelled():
+                self.done(address)  # given just before the try went away: the next one has it
+            raise
         finally:
-            self._waiting[address] -= 1
-            if not self._waiting[address]:
-                del self._waiting[address]
+            self._all_waiting -= 1
+            if given in line:
+                line.remove(given)
+            self._forget(address)
+        # A turn given as the wait ran out is a turn all the same.
+        return given.done() and not given.cancelled()
 
-    async def done(self, address: str) -> None:
+    def done(self, address: str) -> None:
+        """The end of a turn: the first of the address's line that still waits gets it."""
         self._checking[address] -= 1
-        if not self._checking[address]:
-            del self._checking[address]
-        async with self._changed:
-            self._changed.notify_all()
+        line = self._lines.get(address, deque())
+        allowed = self._allowed[address]
+        while line and self.checking(address) < allowed():
+            given = line.popleft()
+            if not given.done():  # else its wait ran out, or its try went away
+                given.set_result(None)
+                self._checking[address] += 1
+        self._forget(address)
+
+    def _forget(self, address: str) -> None:
+        if not self._lines.get(address):
+            self._lines.pop(address, None)
+            if not self.checking(address):
+                self._checking.pop(address, None)
+                self._allowed.pop(address, None)
 
 
 class HashingBusy(RuntimeError):
@@ -197,6 +230,11 @@ class BoundedHasher:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         finally:
             self._waiting -= 1
+
+
+def _gone(handler: Any) -> bool:
+    stream = getattr(handler.request.connection, "stream", None)
+    return stream is not None and stream.closed()
 
 
 _edge_addresses: tuple[float, frozenset[str]] = (0.0, frozenset())
@@ -467,8 +505,9 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             handler.custom_login_error = BUSY
             return None
         try:
-            # Failures, and passwords, may have changed while this try waited its turn.
-            if self._throttled(handler, raw, name, address):
+            # A browser that left while this try waited costs no hashing (Tornado goes on with
+            # its handler); failures, and passwords, may have changed meanwhile.
+            if _gone(handler) or self._throttled(handler, raw, name, address):
                 return None
             stored = self.passwords.get(name)
             if stored is None:
@@ -486,7 +525,7 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
                 signed_in, wrong = None, False
                 handler.custom_login_error = BUSY
         finally:
-            await self.turns.done(address)
+            self.turns.done(address)
         if wrong:
             self.address_throttle.failed(address)
         else:

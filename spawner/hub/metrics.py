@@ -9,7 +9,8 @@
   ``SAMPLE_SECONDS`` and a scrape only reads the last sample: scraping never waits
   on the engine and never blocks the hub's event loop.
 * Traefik serves its own (per-router requests and latency) on the control
-  network (``proxy-api:8082``), where user containers cannot reach it.
+  network (``proxy-api:8082``), where user containers cannot reach it; it keeps
+  them only with DSHUB_MONITORING (every request updates them).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_an_address_takes_turns_in_order_and_is_busy_only_beyond_its_waiting_roo
             return False
         order.append(f"{who} checking")
         await asyncio.sleep(0.05)
-        await turns.done(address)
+        turns.done(address)
         return True
 
     async def class_behind_one_address() -> list[bool]:
@@ -115,10 +115,29 @@ def test_a_turn_not_come_in_time_is_busy():
     async def held() -> bool:
         assert await turns.turn("10.0.0.1", lambda: 1)
         waited = await turns.turn("10.0.0.1", lambda: 1)
-        await turns.done("10.0.0.1")
+        turns.done("10.0.0.1")
         return waited
 
     assert asyncio.run(held()) is False
+
+
+def test_all_addresses_together_have_a_bounded_waiting_room_and_a_try_gone_gives_up_its_place():
+    turns = AddressTurns(waiting_max=10, waiting_max_all=2, wait=5)
+
+    async def crowd() -> bool:
+        for address in ("10.0.0.1", "10.0.0.2"):
+            assert await turns.turn(address, lambda: 1)
+        gone = asyncio.create_task(turns.turn("10.0.0.1", lambda: 1))
+        after = asyncio.create_task(turns.turn("10.0.0.1", lambda: 1))
+        await asyncio.sleep(0.01)
+        # Two wait: one more, from any address, is told the hub is busy at once.
+        assert not await turns.turn("10.0.0.2", lambda: 1)
+        gone.cancel()  # the browser went away while it waited
+        await asyncio.gather(gone, return_exceptions=True)
+        turns.done("10.0.0.1")  # the turn goes to the next that still waits
+        return await after
+
+    assert asyncio.run(crowd()) is True
 
 
 def test_a_deleted_user_added_again_gets_a_new_initial_password(authenticator, tmp_path):
