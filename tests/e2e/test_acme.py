@@ -26,6 +26,7 @@ from cryptography import x509
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.browser import (
+    expect_shown_after_network_change,
     goto_after_network_change,
     launch,
     new_page,
@@ -178,7 +179,7 @@ def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_brows
     lab = f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab"
     # The server's container starting changes this host's interfaces (tests/support/browser.py).
     wait_for_url_after_network_change(page, f"{lab}**", again=lab)
-    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(page, page.locator("#jp-main-dock-panel"))
     # The kernel's websocket over wss, through the edge, with a certificate the browser trusts.
     run_a_cell(page, "6 * 7", "42")
     screenshot(page, "lab-over-https")
@@ -200,7 +201,7 @@ def test_browser_works_over_https_and_after_a_renewal(acme_stack, trusting_brows
     # The same browser goes on working on the new certificate (a fresh workspace: the launcher).
     wait_for_settled_interfaces()
     goto_after_network_change(page, f"https://{HOST}:{acme_stack.https_port}/user/{NAME}/lab?reset")
-    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(page, page.locator("#jp-main-dock-panel"))
     run_a_cell(page, "7 * 6 + 1", "43")
 
 

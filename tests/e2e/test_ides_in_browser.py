@@ -6,7 +6,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import expect_shown_after_network_change, screenshot, sign_in
 from tests.support.hub import HubSession
 from tests.support.stack import Stack, docker
 
@@ -29,7 +29,7 @@ def lab_stack(tmp_path_factory):
 def lab_page(browser, lab_stack):
     page = sign_in(browser, lab_stack.url, NAME, PASSWORD)
     page.wait_for_url(f"{lab_stack.url}/user/{NAME}/lab*", timeout=180_000)
-    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(page, page.locator(".jp-Launcher"))
     yield page
     page.context.close()
 
@@ -107,5 +107,5 @@ def test_the_home_page_opens_vscode_clean_starting_the_server(browser, lab_stack
     page.goto(f"{lab_stack.url}/hub/home")
     page.locator("#open-lab").click()
     page.wait_for_url(re.compile(rf"{lab_stack.url}/user/{HOME_NAME}/lab"), timeout=60_000)
-    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(page, page.locator(".jp-Launcher"))
     page.context.close()

@@ -5,7 +5,7 @@ import re
 import requests
 from playwright.sync_api import expect
 
-from tests.support.browser import screenshot
+from tests.support.browser import expect_shown_after_network_change, screenshot
 
 
 def sign_in(page, stack, who, next_path=""):
@@ -30,7 +30,7 @@ def test_student_signs_in_and_lands_in_their_own_lab(page, oidc_stack):
     screenshot(page, "login-page")
     sign_in(page, oidc_stack, "ada")
     page.wait_for_url(f"{oidc_stack.url}/user/ada/lab*", timeout=180_000)
-    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(page, page.locator("#jp-main-dock-panel"))
     screenshot(page, "lab-after-sign-in")
 
     me = hub_api(page, oidc_stack, "/user")

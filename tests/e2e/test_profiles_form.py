@@ -5,7 +5,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import expect_shown_after_network_change, screenshot, sign_in
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
 LAB = LAB_IMAGE
@@ -86,4 +86,4 @@ def test_the_home_page_starts_a_stopped_server_with_the_last_choice(browser, pro
     expect(bert.get_by_label("Roomy")).to_be_checked()
     bert.get_by_role("button", name="Start").click()
     bert.wait_for_url(f"{stack.url}/user/bert/lab*", timeout=180_000)
-    expect(bert.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(bert, bert.locator(".jp-Launcher"))

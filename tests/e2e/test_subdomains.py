@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect
 from spawner.hub.proxy import user_label
 from spawner.spawn.docker import HOME
 from tests.support.browser import (
+    expect_shown_after_network_change,
     new_page,
     run_until_shown,
     screenshot,
@@ -89,7 +90,7 @@ def open_lab(page: Page, stack: Stack, owner: str) -> None:
         page.get_by_role("button", name=re.compile("Authorize")).click()
     page.wait_for_url(f"{lab_url(stack, owner)}**", timeout=180_000)
     # Lab's shell, whatever tabs an earlier visit left open in the owner's workspace.
-    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(page, page.locator("#jp-main-dock-panel"))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def shared(stack, owner_page) -> None:
     owner_page.get_by_role("button", name="Share").click()
     expect(owner_page.get_by_role("status")).to_have_text(f"Shared your server with user {VISITOR}.")
     owner_page.goto(lab_url(stack, OWNER))
-    expect(owner_page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(owner_page, owner_page.locator(".jp-Launcher"))
 
 
 def test_each_users_lab_has_an_origin_of_its_own(stack, owner_page, visitor_page):
@@ -328,7 +329,7 @@ def test_servers_ignore_configuration_and_extensions_from_the_home(stack, owner_
     restart_server(stack, OWNER)
     # ?reset: a fresh workspace, so the launcher shows whatever tabs were open before.
     owner_page.goto(f"{lab_url(stack, OWNER)}?reset")
-    expect(owner_page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    expect_shown_after_network_change(owner_page, owner_page.locator(".jp-Launcher"))
     # The image's extensions load (the VS Code tile), the home's labconfig did not turn them off.
     expect(owner_page.locator(".jp-LauncherCard", has_text="VS Code")).to_be_visible()
     config = owner_page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent)")

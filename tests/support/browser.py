@@ -11,9 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import pytest
-from playwright.sync_api import Browser, BrowserType, Page, ViewportSize, expect
+from playwright.sync_api import Browser, BrowserType, Locator, Page, Request, ViewportSize, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.support.stack import REPO
@@ -38,6 +39,9 @@ CHROMIUM_ARGS = [
 ]
 # The window of a person's page, unless a test says otherwise.
 VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
+# What went wrong on each page new_page made, since it last loaded a document: loads that
+# failed ("url: reason") and the page's uncaught errors.
+_TROUBLE: WeakKeyDictionary[Page, list[str]] = WeakKeyDictionary()
 
 
 def launch(browser_type: BrowserType, *extra_args: str, **options: Any) -> Browser:
@@ -52,7 +56,18 @@ def new_page(browser: Browser, viewport: ViewportSize = VIEWPORT, **context: Any
     """A page in a browser context of its own (one person's cookies); each step waits up to 60 s."""
     page = browser.new_context(viewport=viewport, **context).new_page()
     page.set_default_timeout(60_000)
+    trouble: list[str] = []
+    page.on("requestfailed", lambda request: trouble.append(f"{request.url}: {request.failure}"))
+    page.on("pageerror", lambda error: trouble.append(f"uncaught: {error}"))
+    # A new document only: Lab changes its own URL as it starts, with no request.
+    page.on("request", lambda request: forget_on_new_document(request, page, trouble))
+    _TROUBLE[page] = trouble
     return page
+
+
+def forget_on_new_document(request: Request, page: Page, trouble: list[str]) -> None:
+    if request.is_navigation_request() and request.frame == page.main_frame:
+        trouble.clear()
 
 
 def sign_in(
@@ -128,6 +143,29 @@ def wait_for_url_after_network_change(page, url, again: str, timeout: float = 18
                 raise
             goto_after_network_change(page, again)
     page.wait_for_url(url, timeout=timeout)
+
+
+def expect_shown_after_network_change(page: Page, locator: Locator, timeout: float = 120_000) -> None:
+    """expect(locator).to_be_visible; a page that lost a load to ERR_NETWORK_CHANGED loads again.
+
+    A page whose script was dropped that way (see goto_after_network_change) never
+    shows its app; a person would reload it. If it never shows,
+    the failure says which loads failed and what the page threw.
+    """
+    trouble = _TROUBLE[page]
+    deadline = time.monotonic() + timeout / 1000
+    reloads = 0
+    while True:
+        try:
+            expect(locator).to_be_visible(timeout=10_000)
+            return
+        except AssertionError as error:
+            if time.monotonic() > deadline:
+                seen = trouble or "nothing seen"
+                raise AssertionError(f"{error}\nwhat went wrong on {page.url}: {seen}") from error
+            if reloads < 2 and any("ERR_NETWORK_CHANGED" in seen for seen in trouble):
+                reloads += 1
+                goto_after_network_change(page, page.url)
 
 
 def wait_for_settled_interfaces(timeout: float = 15) -> None:
