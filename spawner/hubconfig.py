@@ -26,7 +26,7 @@ from spawner.hub import culling, edge, metrics
 from spawner.hub.proxy import (
     DshubTraefikProxy,
     hub_pages_only_on_hub_host,
-    sign_in_rate_limit,
+    sign_in_rules,
     user_subdomain,
 )
 from spawner.hub.sharing import HANDLERS as SHARING_HANDLERS
@@ -81,7 +81,7 @@ def edge_proxy(c: Config, settings: Settings, secrets: Path) -> None:
     # Every route on the entry point people reach: https with DSHUB_TLS on (spawner/hub/edge.py).
     entrypoint = edge.web_entrypoint(settings)
     c.DshubTraefikProxy.traefik_entrypoint = entrypoint
-    rules = sign_in_rate_limit(
+    rules = sign_in_rules(
         settings.signin_rate, entrypoint, f"http://hub:{HUB_API_PORT}", settings.trusted_proxies
     )
     if settings.user_subdomains:

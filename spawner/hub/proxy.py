@@ -63,7 +63,9 @@ WRITING_DIR = ".writing"
 RECORDS_DIR = ".records"
 # bcrypt's lowest cost: see the module docstring on why that is safe for the API password.
 API_HASH_ROUNDS = 4
-# Names of dshub's own edge rules (sign-in limit, per-user origins): made from the
+# The largest sign-in form the edge lets through: a name, two passwords, a next URL, _xsrf.
+SIGN_IN_BODY_MAX = 64 * 1024
+# Names of dshub's own edge rules (sign-in page, per-user origins): made from the
 # settings at every start. JupyterHub's routes are router_*/service_*.
 EDGE_RULES_PREFIX = "dshub-"
 # jupyterhub-traefik-proxy's names of a route's router and service (generate_alias).
@@ -151,7 +153,7 @@ def hub_pages_only_on_hub_host(public_host: str, entrypoint: str) -> dict[str, A
                     "entryPoints": [entrypoint],
                     "middlewares": ["dshub-to-hub-host"],
                     "service": "noop@internal",
-                    # Above the sign-in rate limit's router, which matches /hub/login on any host.
+                    # Above the sign-in router, which matches /hub/login on any host.
                     "priority": 20_000,
                 }
             },
@@ -196,31 +198,40 @@ def toml_dumps(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sign_in_rate_limit(
+def sign_in_rules(
     per_second: int, entrypoint: str, hub_url: str, trusted_proxies: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """Traefik rules that rate-limit the sign-in page per client address, in front of the hub.
+    """Traefik rules for the sign-in page, in front of the hub: a bounded body and a rate limit.
+
+    The hub's Tornado reads a body of up to 100 MB before any handler runs, and a
+    sign-in may then wait its turn for up to 40 s (spawner/auth/localauth.py), body
+    held: the edge refuses a sign-in body over SIGN_IN_BODY_MAX with 413 instead.
 
     The hub throttles failed sign-ins itself, but every request it answers, even
     a refusal, takes its one event loop; measured here, 200 parallel failed
     sign-ins from one address put the hub's API p95 at 10x its idle value.
-    Traefik answers the excess with 429 before the hub sees it. Behind a TLS
-    terminator (``trusted_proxies``) the address counted is the last one in
-    X-Forwarded-For that no trusted proxy added, not the terminator's.
+    Traefik answers the excess (``per_second`` per client address; 0: no limit)
+    with 429 before the hub sees it. Behind a TLS terminator (``trusted_proxies``)
+    the address counted is the last one in X-Forwarded-For that no trusted proxy
+    added, not the terminator's.
     """
-    if not per_second:
-        return {}
-    limit: dict[str, Any] = {"average": per_second, "period": "1s", "burst": 2 * per_second}
-    if trusted_proxies:
-        limit["sourceCriterion"] = {"ipStrategy": {"excludedIPs": list(trusted_proxies)}}
+    # In this order: the rate limit refuses the excess before its body is read.
+    middlewares: dict[str, Any] = {}
+    if per_second:
+        limit: dict[str, Any] = {"average": per_second, "period": "1s", "burst": 2 * per_second}
+        if trusted_proxies:
+            limit["sourceCriterion"] = {"ipStrategy": {"excludedIPs": list(trusted_proxies)}}
+        middlewares["dshub-signin-rate"] = {"rateLimit": limit}
+    body = {"maxRequestBodyBytes": SIGN_IN_BODY_MAX, "memRequestBodyBytes": SIGN_IN_BODY_MAX}
+    middlewares["dshub-signin-body"] = {"buffering": body}
     return {
         "http": {
-            "middlewares": {"dshub-signin-rate": {"rateLimit": limit}},
+            "middlewares": middlewares,
             "routers": {
                 "dshub-signin": {
                     "rule": "PathPrefix(`/hub/login`)",
                     "entryPoints": [entrypoint],
-                    "middlewares": ["dshub-signin-rate"],
+                    "middlewares": list(middlewares),
                     "service": "dshub-signin-hub",
                     # Above the hub's catch-all route ("/"), whatever Traefik computes for it.
                     "priority": 10_000,

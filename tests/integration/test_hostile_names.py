@@ -20,11 +20,12 @@ import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
 
+from spawner.hub.proxy import SIGN_IN_BODY_MAX
 from spawner.pool.datapool import escape_name
 from tests.support.hostile import REFUSED, SAME_AS
 from tests.support.hub import HubSession, SignInRefused
@@ -214,6 +215,34 @@ for i in range(25):
         throttled.append("Too many failed sign-ins" in refused.read().decode())
 print(json.dumps(throttled))
 """
+
+
+def test_a_sign_in_form_bigger_than_one_could_be_is_refused_at_the_edge(stack):
+    admin = stack.settings.admin_users[0]
+
+    def post(size: int, chunked: bool = False) -> requests.Response:
+        """The admin's sign-in form, padded to ``size`` bytes, from a browser of its own."""
+        http = requests.Session()
+        page = http.get(f"{stack.url}/hub/login", timeout=30)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+        form = urlencode({"username": admin, "password": stack.admin_password(), "_xsrf": xsrf})
+        body = f"{form}&padding={'x' * (size - len(form) - len('&padding='))}".encode()
+        assert len(body) == size
+        return http.post(
+            f"{stack.url}/hub/login",
+            data=iter([body]) if chunked else body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+            timeout=30,
+        )
+
+    # The hub's own limit is 100 MB: 413 for these is the edge's, whether the body's
+    # length is told or it comes in chunks.
+    assert post(SIGN_IN_BODY_MAX + 1).status_code == 413
+    assert post(SIGN_IN_BODY_MAX + 1, chunked=True).status_code == 413
+    # Up to the limit the form reaches the hub, and signs in.
+    assert post(SIGN_IN_BODY_MAX).status_code == 302
+    assert post(SIGN_IN_BODY_MAX, chunked=True).status_code == 302
 
 
 def test_a_user_container_cannot_choose_the_address_it_is_throttled_under(stack):

@@ -8,7 +8,7 @@ import pytest
 import toml
 from jupyterhub_traefik_proxy.traefik_utils import deep_merge, generate_alias, generate_rule
 
-from spawner.hub.proxy import DshubTraefikProxy, route_problem, toml_dumps
+from spawner.hub.proxy import SIGN_IN_BODY_MAX, DshubTraefikProxy, route_problem, sign_in_rules, toml_dumps
 
 
 def rules(routespecs: list[str]) -> dict:
@@ -199,3 +199,14 @@ def test_at_start_each_route_is_made_anew_from_its_record(tmp_path):
         "service": generate_alias("/user/ada/", "service"),
         "entryPoints": ["http"],
     }
+
+
+def test_the_sign_in_page_takes_a_bounded_body_with_or_without_its_rate_limit():
+    limited = sign_in_rules(20, "https", "http://hub:8081")["http"]
+    # The excess is refused before its body is read.
+    assert limited["routers"]["dshub-signin"]["middlewares"] == ["dshub-signin-rate", "dshub-signin-body"]
+    body = limited["middlewares"]["dshub-signin-body"]["buffering"]
+    assert body["maxRequestBodyBytes"] == body["memRequestBodyBytes"] == SIGN_IN_BODY_MAX
+    unlimited = sign_in_rules(0, "https", "http://hub:8081")["http"]
+    assert unlimited["routers"]["dshub-signin"]["middlewares"] == ["dshub-signin-body"]
+    assert set(unlimited["middlewares"]) == {"dshub-signin-body"}

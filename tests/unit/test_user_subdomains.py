@@ -16,7 +16,7 @@ from spawner.hub.proxy import (
     DshubTraefikProxy,
     hub_pages_only_on_hub_host,
     route_problem,
-    sign_in_rate_limit,
+    sign_in_rules,
     toml_dumps,
     user_label,
     user_subdomain,
@@ -112,7 +112,7 @@ def test_hub_pages_are_redirected_off_every_other_host():
     rules = hub_pages_only_on_hub_host("https://hub.example.edu", "http")
     router = rules["http"]["routers"]["dshub-hub-host-only"]
     assert router["rule"] == "(Path(`/hub`) || PathPrefix(`/hub/`)) && !Host(`hub.example.edu`)"
-    signin = sign_in_rate_limit(20, "http", "http://hub:8081")["http"]["routers"]["dshub-signin"]
+    signin = sign_in_rules(20, "http", "http://hub:8081")["http"]["routers"]["dshub-signin"]
     assert router["priority"] > signin["priority"]
     redirect = rules["http"]["middlewares"][router["middlewares"][0]]["redirectRegex"]
     target = re.sub(
@@ -120,7 +120,7 @@ def test_hub_pages_are_redirected_off_every_other_host():
     )
     assert target == "https://hub.example.edu/hub/a?b"
     # Both rule sets in one rules file, as jupyterhub_config.py merges them.
-    merged = deep_merge(sign_in_rate_limit(20, "http", "http://hub:8081"), rules)
+    merged = deep_merge(sign_in_rules(20, "http", "http://hub:8081"), rules)
     routers = tomllib.loads(toml_dumps(merged))["http"]["routers"]
     assert set(routers) == {"dshub-signin", "dshub-hub-host-only"}
 
@@ -144,7 +144,7 @@ def test_edge_rules_of_the_last_start_go_when_the_settings_drop_them(tmp_path):
             }
         },
     }
-    last_start = deep_merge(deep_merge(sign_in_rate_limit(20, "http", "http://hub:8081"), hub_host_only), ada)
+    last_start = deep_merge(deep_merge(sign_in_rules(20, "http", "http://hub:8081"), hub_host_only), ada)
     rules.write_text(toml_dumps(last_start))
 
     async def start_without_per_user_origins() -> None:
@@ -153,14 +153,14 @@ def test_edge_rules_of_the_last_start_go_when_the_settings_drop_them(tmp_path):
             should_start=False,
             traefik_api_password="unused-in-this-test",
             traefik_entrypoint="http",
-            extra_dynamic_config=sign_in_rate_limit(20, "http", "http://hub:8081"),
+            extra_dynamic_config=sign_in_rules(20, "http", "http://hub:8081"),
         )
         await proxy._setup_traefik_dynamic_config()
 
     asyncio.run(start_without_per_user_origins())
     http = tomllib.loads(rules.read_text())["http"]
     assert set(http["routers"]) == {"route_api", "dshub-signin", router}
-    assert set(http["middlewares"]) == {"auth_api", "dshub-signin-rate"}
+    assert set(http["middlewares"]) == {"auth_api", "dshub-signin-rate", "dshub-signin-body"}
     assert set(http["services"]) == {"dshub-signin-hub", service}
 
 
