@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -144,13 +145,15 @@ class AddressTurns:
 
     def __init__(
         self,
+        allowed: Callable[[str], int],
         waiting_max: int = WAITING_PER_ADDRESS,
         waiting_max_all: int = WAITING_ALL,
         wait: float = TURN_WAIT,
     ) -> None:
+        """``allowed(address)``: how many of the address's tries may be checked at once, now."""
+        self._allowed = allowed
         self._checking: dict[str, int] = {}
         self._lines: dict[str, deque[asyncio.Future[None]]] = {}
-        self._allowed: dict[str, Callable[[], int]] = {}
         self._all_waiting = 0
         self._waiting_max = waiting_max
         self._waiting_max_all = waiting_max_all
@@ -159,12 +162,11 @@ class AddressTurns:
     def checking(self, address: str) -> int:
         return self._checking.get(address, 0)
 
-    async def turn(self, address: str, allowed: Callable[[], int]) -> bool:
-        """Waits for a turn of the address (allowed(): how many it may have at once, now); False
-        when too many tries wait already or the wait is over. A turn ends with done()."""
-        self._allowed[address] = allowed
+    async def turn(self, address: str) -> bool:
+        """Waits for a turn of the address; False when too many tries wait already or the wait
+        is over. A turn ends with done()."""
         line = self._lines.get(address)
-        if not line and self.checking(address) < allowed():
+        if not line and self.checking(address) < self._allowed(address):
             self._checking[address] = self.checking(address) + 1
             return True
         if (line and len(line) >= self._waiting_max) or self._all_waiting >= self._waiting_max_all:
@@ -194,8 +196,7 @@ class AddressTurns:
         """The end of a turn: the first of the address's line that still waits gets it."""
         self._checking[address] -= 1
         line = self._lines.get(address, deque())
-        allowed = self._allowed[address]
-        while line and self.checking(address) < allowed():
+        while line and self.checking(address) < self._allowed(address):
             given = line.popleft()
             if not given.done():  # else its wait ran out, or its try went away
                 given.set_result(None)
@@ -207,7 +208,12 @@ class AddressTurns:
             self._lines.pop(address, None)
             if not self.checking(address):
                 self._checking.pop(address, None)
-                self._allowed.pop(address, None)
+
+
+def in_flight_allowed(address_throttle: SignInThrottle, address: str) -> int:
+    """How many of an address's sign-ins are checked at once: a few, one once it used its free failures."""
+    free_left = FREE_FAILURES_PER_ADDRESS - address_throttle.failures(address)
+    return min(IN_FLIGHT_PER_ADDRESS, max(1, free_left))
 
 
 class HashingBusy(RuntimeError):
@@ -412,7 +418,7 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
     name_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_NAME)
     address_throttle: ClassVar[SignInThrottle] = SignInThrottle(FREE_FAILURES_PER_ADDRESS)
     hasher: ClassVar[BoundedHasher] = BoundedHasher()
-    turns: ClassVar[AddressTurns] = AddressTurns()
+    turns: ClassVar[AddressTurns] = AddressTurns(partial(in_flight_allowed, address_throttle))
 
     @default("allow_existing_users")
     def _users_of_the_hub_are_allowed(self) -> bool:
@@ -487,10 +493,6 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             )
         return bool(wait)
 
-    def _in_flight_allowed(self, address: str) -> int:
-        free_left = FREE_FAILURES_PER_ADDRESS - self.address_throttle.failures(address)
-        return min(IN_FLIGHT_PER_ADDRESS, max(1, free_left))
-
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
         raw = data.get("username", "")
         name = normalize_username(raw)
@@ -501,7 +503,7 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
             self.log.info("Refused sign-in: %s is not a user of this hub", shown(raw))
             self._no_such_account(handler, address)
             return None
-        if not await self.turns.turn(address, lambda: self._in_flight_allowed(address)):
+        if not await self.turns.turn(address):
             handler.custom_login_error = BUSY
             return None
         try:
@@ -619,8 +621,8 @@ def unused_initial_passwords(folder: Path, names: list[str]) -> dict[str, str | 
 def main(argv: list[str] | None = None) -> int:
     """``make initial-password NAME=...`` (in the hub container): users' unused initial passwords.
 
-    With one name (or none: the first of DSHUB_ADMIN_USERS) it prints the password alone; with
-    several, a line "name password" each (usernames hold no spaces), for a class at once.
+    A line per user (none named: the first of DSHUB_ADMIN_USERS) with their password, or with
+    --with-names "name password" (usernames hold no spaces), for a class at once.
     """
     import argparse
     import sys
@@ -631,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spawner.auth.localauth", description=main.__doc__)
     parser.add_argument("command", choices=["initial-password"])
     parser.add_argument("names", nargs="*", help="the users (default: the first of DSHUB_ADMIN_USERS)")
+    parser.add_argument("--with-names", action="store_true", help='print "name password" lines')
     args = parser.parse_args(argv)
     names = [normalize_username(n) for n in args.names or [dshub_settings.load().admin_users[0]]]
     found = unused_initial_passwords(initial_passwords_dir(), names)
@@ -642,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         else:
-            print(password if len(names) == 1 else f"{name} {password}")
+            print(f"{name} {password}" if args.with_names else password)
     return 1 if None in found.values() else 0
 
 

@@ -352,9 +352,9 @@ class Stack:
 
     def initial_passwords(self, names: list[str]) -> dict[str, str]:
         """Many users' initial passwords at once (a class), as the hub's command prints them."""
-        if len(names) == 1:
-            return {names[0]: self.initial_password(names[0])}
-        out = self.hub_exec("python3", "-m", "spawner.auth.localauth", "initial-password", *names)
+        out = self.hub_exec(
+            "python3", "-m", "spawner.auth.localauth", "initial-password", "--with-names", *names
+        )
         assert out.returncode == 0, out.stderr
         return dict(line.split(" ", 1) for line in out.stdout.splitlines())
 

@@ -8,12 +8,15 @@ import pytest
 from jupyterhub import orm
 
 from spawner.auth.localauth import (
+    FREE_FAILURES_PER_ADDRESS,
+    IN_FLIGHT_PER_ADDRESS,
     INITIAL,
     AddressTurns,
     BoundedHasher,
     BuiltinUserListAuthenticator,
     HashingBusy,
     SignInThrottle,
+    in_flight_allowed,
 )
 
 
@@ -80,11 +83,11 @@ def test_hashing_runs_one_at_a_time_and_refuses_beyond_its_queue():
 
 
 def test_an_address_takes_turns_in_order_and_is_busy_only_beyond_its_waiting_room():
-    turns = AddressTurns(waiting_max=3, wait=5)
+    turns = AddressTurns(lambda address: 2, waiting_max=3, wait=5)
     order: list[str] = []
 
     async def sign_in(who: str, address: str = "10.0.0.1") -> bool:
-        if not await turns.turn(address, lambda: 2):
+        if not await turns.turn(address):
             order.append(f"{who} busy")
             return False
         order.append(f"{who} checking")
@@ -109,12 +112,21 @@ def test_an_address_takes_turns_in_order_and_is_busy_only_beyond_its_waiting_roo
     assert turns.checking("10.0.0.1") == 0
 
 
+def test_an_address_that_used_its_free_failures_is_checked_one_try_at_a_time():
+    throttle = SignInThrottle(FREE_FAILURES_PER_ADDRESS)
+    assert in_flight_allowed(throttle, "10.0.0.1") == IN_FLIGHT_PER_ADDRESS
+    for _ in range(FREE_FAILURES_PER_ADDRESS):
+        throttle.failed("10.0.0.1")
+    assert in_flight_allowed(throttle, "10.0.0.1") == 1
+    assert in_flight_allowed(throttle, "10.0.0.2") == IN_FLIGHT_PER_ADDRESS
+
+
 def test_a_turn_not_come_in_time_is_busy():
-    turns = AddressTurns(waiting_max=10, wait=0.05)
+    turns = AddressTurns(lambda address: 1, waiting_max=10, wait=0.05)
 
     async def held() -> bool:
-        assert await turns.turn("10.0.0.1", lambda: 1)
-        waited = await turns.turn("10.0.0.1", lambda: 1)
+        assert await turns.turn("10.0.0.1")
+        waited = await turns.turn("10.0.0.1")
         turns.done("10.0.0.1")
         return waited
 
@@ -122,16 +134,16 @@ def test_a_turn_not_come_in_time_is_busy():
 
 
 def test_all_addresses_together_have_a_bounded_waiting_room_and_a_try_gone_gives_up_its_place():
-    turns = AddressTurns(waiting_max=10, waiting_max_all=2, wait=5)
+    turns = AddressTurns(lambda address: 1, waiting_max=10, waiting_max_all=2, wait=5)
 
     async def crowd() -> bool:
         for address in ("10.0.0.1", "10.0.0.2"):
-            assert await turns.turn(address, lambda: 1)
-        gone = asyncio.create_task(turns.turn("10.0.0.1", lambda: 1))
-        after = asyncio.create_task(turns.turn("10.0.0.1", lambda: 1))
+            assert await turns.turn(address)
+        gone = asyncio.create_task(turns.turn("10.0.0.1"))
+        after = asyncio.create_task(turns.turn("10.0.0.1"))
         await asyncio.sleep(0.01)
         # Two wait: one more, from any address, is told the hub is busy at once.
-        assert not await turns.turn("10.0.0.2", lambda: 1)
+        assert not await turns.turn("10.0.0.2")
         gone.cancel()  # the browser went away while it waited
         await asyncio.gather(gone, return_exceptions=True)
         turns.done("10.0.0.1")  # the turn goes to the next that still waits
