@@ -28,7 +28,7 @@ import requests
 from spawner.hub.proxy import SIGN_IN_BODY_MAX
 from spawner.pool.datapool import escape_name
 from tests.support.hostile import REFUSED, SAME_AS
-from tests.support.hub import HubSession, SignInRefused
+from tests.support.hub import HubSession, SignInRefused, login_xsrf
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
 RULES_FILE = "/srv/dshub/proxy-rules/rules.toml"
@@ -224,7 +224,7 @@ def test_a_sign_in_form_bigger_than_one_could_be_is_refused_at_the_edge(stack):
         """The admin's sign-in form, padded to ``size`` bytes, from a browser of its own."""
         http = requests.Session()
         page = http.get(f"{stack.url}/hub/login", timeout=30)
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+        xsrf = login_xsrf(page.text)
         form = urlencode({"username": admin, "password": stack.admin_password(), "_xsrf": xsrf})
         body = f"{form}&padding={'x' * (size - len(form) - len('&padding='))}".encode()
         assert len(body) == size
@@ -259,7 +259,7 @@ def test_the_edge_does_not_let_a_browser_choose_its_address(stack):
         claimed = {"X-Forwarded-For": f"192.0.2.{i + 1}"}
         http = requests.Session()
         page = http.get(f"{stack.url}/hub/login", headers=claimed, timeout=30)
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+        xsrf = login_xsrf(page.text)
         form = {"username": f"nobody{i}", "password": "x", "_xsrf": xsrf}
         answer = http.post(f"{stack.url}/hub/login", data=form, headers=claimed, timeout=30)
         assert answer.status_code == 403, answer.status_code

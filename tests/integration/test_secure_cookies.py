@@ -5,12 +5,12 @@ operator's TLS terminator: the browser-facing URL, not the wire, decides.
 """
 
 import json
-import re
 import time
 
 import pytest
 import requests
 
+from tests.support.hub import login_xsrf
 from tests.support.stack import LAB_IMAGE, Stack, docker, free_port
 
 
@@ -44,7 +44,7 @@ def test_hub_and_server_cookies_are_secure(tls_stack):
     assert "_xsrf" in set_on_page and "Secure" in set_on_page["_xsrf"]
 
     admin = tls_stack.settings.admin_users[0]
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+    xsrf = login_xsrf(page.text)
     form = {"username": admin, "password": tls_stack.initial_password(admin), "_xsrf": xsrf}
     form["new_password"] = "a password of my own"
     # The browser would send the Secure cookie back over https only; the test sends it by hand.

@@ -5,10 +5,10 @@ ACME is tested against a real ACME server in tests/e2e/test_acme.py.
 
 from __future__ import annotations
 
-import re
 import time
 
 from tests.support.certs import OwnCa, served_certificate
+from tests.support.hub import login_xsrf
 from tests.support.stack import LAB_IMAGE, Stack, docker
 
 
@@ -106,7 +106,7 @@ def test_a_named_terminator_is_believed_for_the_browsers_address(tmp_path):
             http = stack.edge_http()
             claimed = {"X-Forwarded-For": claimed_address}
             page = http.get(f"{stack.url}/hub/login", headers=claimed, timeout=30)
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)[1]
+            xsrf = login_xsrf(page.text)
             form = {"username": name, "password": "x", "_xsrf": xsrf}
             answer = http.post(f"{stack.url}/hub/login", data=form, headers=claimed, timeout=30)
             assert answer.status_code == 403, answer.status_code

@@ -149,8 +149,8 @@ def expect_shown_after_network_change(page: Page, locator: Locator, timeout: flo
     """expect(locator).to_be_visible; a page that lost a load to ERR_NETWORK_CHANGED loads again.
 
     A page whose script was dropped that way (see goto_after_network_change) never
-    shows its app; a person would reload it. If it never shows,
-    the failure says which loads failed and what the page threw.
+    shows its app; a person would reload it. If it never shows, the failure says
+    which loads failed and what the page threw.
     """
     trouble = _TROUBLE[page]
     deadline = time.monotonic() + timeout / 1000

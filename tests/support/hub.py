@@ -75,6 +75,13 @@ def edge_session(ca_bundle: str | None = None, server_name: str | None = None) -
     return session
 
 
+def login_xsrf(login_page: str) -> str:
+    """The _xsrf field of the hub's login form, which its POST must carry back."""
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login_page)
+    assert xsrf, "the login form carries an _xsrf field"
+    return xsrf[1]
+
+
 class HubSession:
     def __init__(self, base_url: str, ca_bundle: str | None = None, server_name: str | None = None) -> None:
         """``ca_bundle``: the CA file an https edge's certificate is checked against, for ``server_name``."""
@@ -94,10 +101,8 @@ class HubSession:
         if page.status_code == 429:  # the edge's sign-in rate limit
             raise SignInRefused(f"the login page for {name!r} refused (status 429): Too Many Requests", 429)
         page.raise_for_status()
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-        assert xsrf, "the login form carries an _xsrf field"
         # next=/hub/home: the default landing would start the server (tests start it themselves).
-        form = {"username": name, "password": password, "_xsrf": xsrf[1]}
+        form = {"username": name, "password": password, "_xsrf": login_xsrf(page.text)}
         if new_password is not None:
             form["new_password"] = new_password
         resp = self.http.post(f"{self.base_url}/hub/login?next=%2Fhub%2Fhome", data=form, timeout=60)
