@@ -494,6 +494,13 @@ class BuiltinUserListAuthenticator(UsernameRuleMixin, Authenticator):
         return bool(wait)
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
+        if not isinstance(handler, BuiltinLoginHandler):
+            # JupyterHub's token API takes a password too (POST /hub/api/users/<name>/tokens
+            # {"auth": ...}), past the edge's rate and body limits on the sign-in page.
+            self.log.warning(
+                "Refused a password sent to %s: only the sign-in page takes one", shown(handler.request.path)
+            )
+            return None
         raw = data.get("username", "")
         name = normalize_username(raw)
         address = client_address(handler, tuple(self.trusted_proxies))

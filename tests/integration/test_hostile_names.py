@@ -245,6 +245,15 @@ def test_a_sign_in_form_bigger_than_one_could_be_is_refused_at_the_edge(stack):
     assert post(SIGN_IN_BODY_MAX, chunked=True).status_code == 302
 
 
+def test_only_the_sign_in_page_takes_a_password_not_the_token_api(stack):
+    admin = stack.settings.admin_users[0]
+    # JupyterHub would hand a token for a password here, past the edge's limits on the sign-in page.
+    password = {"auth": {"username": admin, "password": stack.admin_password()}}
+    asked = requests.post(f"{stack.url}/hub/api/users/{admin}/tokens", json=password, timeout=30)
+    assert asked.status_code == 403, asked.text
+    HubSession(stack.url).sign_in(admin, stack.admin_password())
+
+
 def test_a_user_container_cannot_choose_the_address_it_is_throttled_under(stack):
     (container,) = stack.user_containers("ada")
     out = docker("exec", "-i", container, "python3", "-", stdin=DIRECT_GUESSES)
